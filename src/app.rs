@@ -1,0 +1,253 @@
+//! Wiring: config -> tiers, origin, chain, metrics, routes; then serve until told to
+//! stop, reloading on request. `run` is the one seam `main`, the tests and the bench
+//! use, so the daemon starts the same way everywhere.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::chain::{Chain, Policy};
+use crate::config::Config;
+use crate::http::{self, State};
+use crate::metrics::Metrics;
+use crate::notify;
+use crate::origins::OriginError;
+use crate::server::{self, Limits};
+use crate::shutdown::Intent;
+use crate::tiers::{BuildContext, TierError};
+
+/// Swaps the log filter (given by `main`, which owns the subscriber).
+pub type SetLogLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// Everything `run` needs.
+pub struct Options {
+    pub config: Config,
+    /// Re-read on reload; `None` reloads the embedded config plus env.
+    pub config_path: Option<PathBuf>,
+    pub listener: TcpListener,
+    pub intents: mpsc::Receiver<Intent>,
+    pub set_log_level: SetLogLevel,
+}
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A tier's settings could not be turned into a client.
+    #[error("cannot build the {kind} tier: {source}")]
+    Tier {
+        kind: &'static str,
+        source: TierError,
+    },
+    /// The origin's settings could not be turned into a client.
+    #[error("cannot build the {kind} origin: {source}")]
+    Origin {
+        kind: &'static str,
+        source: OriginError,
+    },
+}
+
+/// Builds the shared state from a validated config. Connects to nothing.
+///
+/// # Errors
+/// [`AppError`] when a tier or the origin cannot be built.
+pub fn build_state(config: Config, metrics: Arc<Metrics>) -> Result<State, AppError> {
+    let mut tiers = Vec::with_capacity(config.tiers.len());
+    for tier in &config.tiers {
+        let ctx = BuildContext {
+            metrics: Arc::clone(&metrics),
+            ttl: tier_ttl(&config, tier.ttl_secs()),
+            stale_retention: stale_retention(&config),
+        };
+        tiers.push(tier.build(&ctx).map_err(|source| AppError::Tier {
+            kind: tier.kind().as_str(),
+            source,
+        })?);
+    }
+    let origin = config.origin.build().map_err(|source| AppError::Origin {
+        kind: config.origin.kind(),
+        source,
+    })?;
+    let chain = Chain::new(tiers, origin, Arc::clone(&metrics), policy(&config));
+    Ok(State {
+        chain,
+        metrics,
+        config: ArcSwap::from_pointee(config),
+        started: Instant::now(),
+        draining: AtomicBool::new(false),
+    })
+}
+
+fn tier_ttl(config: &Config, own: Option<u64>) -> Duration {
+    Duration::from_secs(own.unwrap_or(config.cache.ttl_secs))
+}
+
+/// Expired entries are kept as long as either stale rule may still serve them.
+fn stale_retention(config: &Config) -> Duration {
+    Duration::from_secs(
+        config
+            .cache
+            .stale_if_error_secs
+            .max(config.cache.stale_while_revalidate_secs),
+    )
+}
+
+fn policy(config: &Config) -> Policy {
+    Policy {
+        normalize: config.cache.normalize_queries,
+        stale_if_error: Duration::from_secs(config.cache.stale_if_error_secs),
+        stale_while_revalidate: Duration::from_secs(config.cache.stale_while_revalidate_secs),
+    }
+}
+
+/// Serves until a shutdown intent, then drains within the grace period.
+///
+/// # Errors
+/// [`AppError`] when the configured tiers or origin cannot be built.
+pub async fn run(options: Options) -> Result<(), AppError> {
+    let Options {
+        config,
+        config_path,
+        listener,
+        mut intents,
+        set_log_level,
+    } = options;
+    let metrics = Arc::new(Metrics::new());
+    let limits = Limits {
+        max_connections: config.server.max_connections,
+        header_read_timeout: Duration::from_millis(config.server.header_read_timeout_ms),
+    };
+    let state = Arc::new(build_state(config, Arc::clone(&metrics))?);
+    let routes = http::routes(Arc::clone(&state));
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(server::accept_until(
+        listener,
+        routes,
+        limits,
+        metrics,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    {
+        let config = state.config.load();
+        let tiers: Vec<&str> = config.tiers.iter().map(|t| t.kind().as_str()).collect();
+        tracing::info!(
+            listen = %config.server.listen,
+            tiers = ?tiers,
+            origin = config.origin.kind(),
+            "codette-cache serving"
+        );
+    }
+    notify::ready();
+    notify::spawn_watchdog();
+
+    loop {
+        match intents.recv().await {
+            Some(Intent::Reload) => reload(&state, config_path.as_deref(), &set_log_level),
+            Some(Intent::Quit) => {
+                tracing::warn!("quit: exiting without draining");
+                return Ok(());
+            }
+            Some(Intent::Shutdown) | None => break,
+        }
+    }
+
+    let grace = Duration::from_secs(state.config.load().server.shutdown_grace_secs);
+    tracing::info!(
+        ?grace,
+        "draining: no new connections, finishing in-flight requests"
+    );
+    state.draining.store(true, Ordering::Relaxed);
+    notify::stopping();
+    let _ = stop_tx.send(());
+    let Ok(graceful) = server.await else {
+        return Ok(());
+    };
+    tokio::select! {
+        drained = tokio::time::timeout(grace, graceful.shutdown()) => match drained {
+            Ok(()) => tracing::info!("drained; exiting"),
+            Err(_) => tracing::warn!(?grace, "grace period over with requests in flight; exiting anyway"),
+        },
+        Some(Intent::Shutdown | Intent::Quit) = intents.recv() => {
+            tracing::warn!("second stop signal: exiting now");
+        }
+    }
+    Ok(())
+}
+
+/// Applies a re-read config: TTLs, stale windows, normalisation, limits, log level,
+/// admin token and advice take effect at once; listener, tier and origin changes need a
+/// restart and are reported. A config that fails to load changes nothing.
+fn reload(state: &State, path: Option<&std::path::Path>, set_log_level: &SetLogLevel) {
+    notify::reloading();
+    let new = match Config::load(path) {
+        Ok(new) => new,
+        Err(e) => {
+            tracing::error!(error = %e, "config reload rejected; the running config stays");
+            state.metrics.config_reloaded(false);
+            notify::ready();
+            return;
+        }
+    };
+    if let Err(e) = set_log_level(&new.log.level) {
+        tracing::warn!(error = %e, "log level not changed");
+    }
+    let old = state.config.load();
+    let kinds = |c: &Config| c.tiers.iter().map(|t| t.kind()).collect::<Vec<_>>();
+    let same_tiers = kinds(&old) == kinds(&new);
+    if same_tiers {
+        for (tier, cfg) in state.chain.tiers().iter().zip(&new.tiers) {
+            tier.set_ttl(tier_ttl(&new, cfg.ttl_secs()), stale_retention(&new));
+        }
+    }
+    let needs_restart: Vec<&str> = [
+        (old.server.listen != new.server.listen, "server.listen"),
+        (
+            old.server.max_connections != new.server.max_connections
+                || old.server.header_read_timeout_ms != new.server.header_read_timeout_ms,
+            "server connection limits",
+        ),
+        (
+            !same_tiers
+                || old
+                    .tiers
+                    .iter()
+                    .zip(&new.tiers)
+                    .any(|(a, b)| !same_except_ttl(a, b)),
+            "tiers",
+        ),
+        (old.origin != new.origin, "origin"),
+    ]
+    .into_iter()
+    .filter_map(|(changed, what)| changed.then_some(what))
+    .collect();
+    if !needs_restart.is_empty() {
+        tracing::warn!(changed = ?needs_restart, "these settings take effect after a restart");
+    }
+    state.chain.set_policy(policy(&new));
+    state.config.store(Arc::new(new));
+    state.metrics.config_reloaded(true);
+    tracing::info!("config reloaded");
+    notify::ready();
+}
+
+/// Two tier configs that differ at most in their TTL.
+fn same_except_ttl(a: &crate::config::TierConfig, b: &crate::config::TierConfig) -> bool {
+    use crate::config::TierConfig::{Memory, Redis};
+    match (a.clone(), b.clone()) {
+        (Memory(mut a), Memory(b)) => {
+            a.ttl_secs = b.ttl_secs;
+            a == b
+        }
+        (Redis(mut a), Redis(b)) => {
+            a.ttl_secs = b.ttl_secs;
+            a == b
+        }
+        _ => false,
+    }
+}

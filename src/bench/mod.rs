@@ -1,0 +1,1 @@
+//! The performance tester (`codette-cache bench`): being written.

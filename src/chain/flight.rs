@@ -1,0 +1,134 @@
+//! Single flight: concurrent misses for one key share one origin call. The leader's
+//! call runs in its own task, so it finishes (and fills the tiers) even if every client
+//! waiting on it disconnects; its result, value or error, reaches every waiter, and the
+//! key is released when the task ends, however it ends, so no key stays stuck.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use super::Key;
+use crate::origins::OriginError;
+use bytes::Bytes;
+
+/// What every waiter of one flight receives.
+pub type FlightResult = Result<Bytes, Arc<OriginError>>;
+
+type Waiting = Shared<BoxFuture<'static, FlightResult>>;
+
+/// The flights in the air, by key.
+#[derive(Default)]
+pub struct Flights {
+    inflight: Mutex<HashMap<Key, Waiting>>,
+}
+
+/// Whether this request started the flight or joined one.
+pub enum Role {
+    Leader,
+    Waiter,
+}
+
+impl Flights {
+    /// Joins the flight for `key`, starting it with `work` if there is none. `work`
+    /// gets a sender to publish its result as soon as it has one (so waiters need not
+    /// wait for its back-fill), and runs to the end in its own task.
+    pub fn join<F, Fut>(self: &Arc<Self>, key: &Key, work: F) -> (Role, Waiting)
+    where
+        F: FnOnce(oneshot::Sender<FlightResult>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let mut inflight = self.inflight.lock();
+        if let Some(waiting) = inflight.get(key) {
+            return (Role::Waiter, waiting.clone());
+        }
+        let (tx, rx) = oneshot::channel();
+        let waiting: Waiting = rx
+            .map(|r| r.unwrap_or_else(|_| Err(Arc::new(OriginError::Aborted))))
+            .boxed()
+            .shared();
+        inflight.insert(key.clone(), waiting.clone());
+        drop(inflight);
+
+        let release = Release {
+            flights: Arc::clone(self),
+            key: key.clone(),
+        };
+        let fut = work(tx);
+        tokio::spawn(async move {
+            let _release = release;
+            fut.await;
+        });
+        (Role::Leader, waiting)
+    }
+
+    /// Flights in the air now.
+    pub fn len(&self) -> usize {
+        self.inflight.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Removes the key when the flight's task ends, even by panic.
+struct Release {
+    flights: Arc<Flights>,
+    key: Key,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.flights.inflight.lock().remove(&self.key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// 100 concurrent joins run the work once and all see its value.
+    #[tokio::test]
+    async fn concurrent_joins_share_one_call() {
+        let flights = Arc::new(Flights::default());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let key = Key::derive("m", None, false);
+        let mut waits = Vec::new();
+        for _ in 0..100 {
+            let calls = Arc::clone(&calls);
+            let (_, w) = flights.join(&key, move |tx| async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let _ = tx.send(Ok(Bytes::from_static(b"{}")));
+            });
+            waits.push(w);
+        }
+        for w in waits {
+            assert_eq!(w.await.unwrap(), Bytes::from_static(b"{}"));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(flights.is_empty());
+    }
+
+    /// A flight whose task dies without answering releases its key with an error.
+    #[tokio::test]
+    async fn a_dead_flight_is_not_stuck() {
+        let flights = Arc::new(Flights::default());
+        let key = Key::derive("m", None, false);
+        let (_, w) = flights.join(&key, |tx| async move { drop(tx) });
+        assert!(matches!(*w.await.unwrap_err(), OriginError::Aborted));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let (role, _) = flights.join(&key, |tx| async move {
+            let _ = tx.send(Ok(Bytes::new()));
+        });
+        assert!(matches!(role, Role::Leader));
+    }
+}

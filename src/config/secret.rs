@@ -1,0 +1,113 @@
+//! `Secret`: a string that never prints. Used for API keys, passwords and tokens so that
+//! `check-config`, logs and error messages cannot leak them by accident.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+
+/// What every secret shows instead of its value.
+pub const REDACTED: &str = "<redacted>";
+
+/// A secret string; `Debug`, `Display` and `Serialize` all show [`REDACTED`].
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The real value: call only where the secret is used (a header, a comparison).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.is_empty() {
+            s.serialize_str("")
+        } else {
+            s.serialize_str(REDACTED)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
+/// A URL with its password (if any) replaced by [`REDACTED`], for printing.
+pub fn redact_url(url: &str) -> String {
+    // scheme://user:password@host... -> scheme://user:<redacted>@host...
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let Some(at) = rest.find('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &rest[..at];
+    match userinfo.find(':') {
+        Some(colon) => format!(
+            "{}{}:{}{}",
+            &url[..scheme_end + 3],
+            &userinfo[..colon],
+            REDACTED,
+            &rest[at..]
+        ),
+        None if !userinfo.is_empty() => {
+            // redis://password@host is also a password form.
+            format!("{}{}{}", &url[..scheme_end + 3], REDACTED, &rest[at..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// No formatting path shows the value.
+    #[test]
+    fn secret_never_prints() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s} {s:?}"), "<redacted> <redacted>");
+        assert_eq!(serde_json::to_string(&s).unwrap(), "\"<redacted>\"");
+        assert_eq!(s.expose(), "hunter2");
+    }
+
+    /// Passwords in URLs are masked, the rest is kept for debugging.
+    #[test]
+    fn urls_lose_their_password() {
+        assert_eq!(
+            redact_url("redis://app:pw@127.0.0.1:6379/0"),
+            "redis://app:<redacted>@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url("postgres://u:p@h/db"),
+            "postgres://u:<redacted>@h/db"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+    }
+}

@@ -1,0 +1,79 @@
+//! JSON request bodies, bounded: a declared Content-Length over the limit is refused
+//! before reading (413), a chunked body is cut off at the limit, and a body that stops
+//! arriving is abandoned after the header-read timeout instead of holding the request.
+
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+use warp::http::StatusCode;
+use warp::{Filter, Rejection};
+
+use super::{ApiError, Shared, with_state};
+
+/// Extracts a JSON body of type `T`, within `server.max_body_bytes`.
+pub fn json<T: DeserializeOwned + Send + 'static>(
+    state: Shared,
+) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+    with_state(state)
+        .and(warp::header::optional::<u64>("content-length"))
+        .and(warp::body::stream())
+        .and_then(|state: Shared, declared: Option<u64>, stream| async move {
+            let server = state.config.load().server.clone();
+            let limit = server.max_body_bytes;
+            if declared.is_some_and(|n| n > limit) {
+                return Err(warp::reject::custom(too_large(limit)));
+            }
+            let read = read_limited(stream, limit);
+            let bytes =
+                tokio::time::timeout(Duration::from_millis(server.header_read_timeout_ms), read)
+                    .await
+                    .map_err(|_| {
+                        warp::reject::custom(ApiError::new(
+                            StatusCode::REQUEST_TIMEOUT,
+                            "body_timeout",
+                            "the request body did not arrive in time",
+                        ))
+                    })??;
+            serde_json::from_slice(&bytes).map_err(|e| {
+                warp::reject::custom(ApiError::bad_request(
+                    "invalid_body",
+                    format!("the request body is not valid: {e}"),
+                ))
+            })
+        })
+}
+
+async fn read_limited<S, B>(stream: S, limit: u64) -> Result<BytesMut, Rejection>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let mut stream = std::pin::pin!(stream);
+    let mut body = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let mut chunk = chunk.map_err(|_| {
+            warp::reject::custom(ApiError::bad_request(
+                "incomplete_body",
+                "the request body ended before its declared length",
+            ))
+        })?;
+        if (body.len() + chunk.remaining()) as u64 > limit {
+            return Err(warp::reject::custom(too_large(limit)));
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            body.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(body)
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::too_large(format!(
+        "the request body is over {limit} bytes (server.max_body_bytes)"
+    ))
+}

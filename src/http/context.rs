@@ -1,0 +1,138 @@
+//! `GET /codette/context` and `POST /codette/context`: the product. The response is
+//! assembled from the cached bytes as they are (no re-serialising the context), and
+//! its latency, received to response ready, is recorded once.
+
+use std::convert::Infallible;
+use std::time::Instant;
+
+use serde::Deserialize;
+use std::io::Write;
+use warp::http::{HeaderValue, Response, StatusCode, header};
+use warp::{Filter, Rejection, Reply};
+
+use super::{ApiError, Shared, body, timestamp, with_state};
+use crate::chain::{Answer, Source};
+use crate::metrics::Outcome;
+use crate::origins::ContextRequest;
+
+/// The chat request body; fields other than these two (`session_id`, `perspective`,
+/// `daw_context`, ...) are accepted and ignored, so the backend can forward it as is.
+#[derive(Debug, Deserialize)]
+pub struct ContextBody {
+    pub message: String,
+    #[serde(default)]
+    pub filename: Option<String>,
+}
+
+/// The query of `GET /codette/context`.
+#[derive(Debug, Deserialize)]
+struct ContextQuery {
+    message: String,
+    filename: Option<String>,
+}
+
+pub fn routes(state: Shared) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    let started = warp::any().map(Instant::now);
+    let path = warp::path!("codette" / "context");
+
+    // GET /codette/context?message=...&filename=...
+    let get = started
+        .and(path)
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and(warp::query::<ContextQuery>())
+        .and_then(|t, s, q: ContextQuery| answer(t, s, q.message, q.filename));
+
+    // POST /codette/context {"message": ..., "filename": ...}
+    let post = started
+        .and(path)
+        .and(warp::post())
+        .and(with_state(state.clone()))
+        .and(body::json::<ContextBody>(state))
+        .and_then(|t, s, b: ContextBody| answer(t, s, b.message, b.filename));
+
+    get.or(post)
+}
+
+/// Checks the request against the limits: the answer is a client error, never a panic.
+pub fn validate(state: &Shared, message: &str, filename: Option<&str>) -> Result<(), ApiError> {
+    let limit = state.config.load().server.max_message_bytes;
+    if message.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "empty_message",
+            "message must not be empty",
+        ));
+    }
+    if message.len() > limit {
+        return Err(ApiError::too_large(format!(
+            "message is {} bytes; the limit is {limit} (server.max_message_bytes)",
+            message.len()
+        )));
+    }
+    // PostgreSQL text cannot hold NUL, so the origin could never answer it.
+    if message.contains('\0') || filename.is_some_and(|f| f.contains('\0')) {
+        return Err(ApiError::bad_request(
+            "nul_character",
+            "message and filename must not contain NUL characters",
+        ));
+    }
+    if filename.is_some_and(|f| f.len() > 1024) {
+        return Err(ApiError::too_large("filename is over 1024 bytes"));
+    }
+    Ok(())
+}
+
+async fn answer(
+    started: Instant,
+    state: Shared,
+    message: String,
+    filename: Option<String>,
+) -> Result<warp::reply::Response, Infallible> {
+    let filename = filename.filter(|f| !f.is_empty());
+    if let Err(e) = validate(&state, &message, filename.as_deref()) {
+        return Ok(e.reply());
+    }
+    let request = ContextRequest { message, filename };
+    match state.chain.lookup(request).await {
+        Ok(answer) => {
+            let response = render(&answer);
+            let outcome = match answer.source {
+                Source::Tier(kind) => Outcome::Hit(kind),
+                Source::Origin => Outcome::Miss,
+                Source::Stale(kind) => Outcome::Stale(kind),
+            };
+            state.metrics.request(outcome, started.elapsed());
+            Ok(response)
+        }
+        Err(failure) => {
+            let response = ApiError::origin(&failure.error).reply();
+            state.metrics.request(Outcome::Error, started.elapsed());
+            tracing::debug!(key = failure.key.as_str(), error = %failure.error, "context request failed");
+            Ok(response)
+        }
+    }
+}
+
+/// `{"context": <bytes as stored>, "cache": {...}, "timestamp": "..."}`.
+fn render(answer: &Answer) -> warp::reply::Response {
+    let mut out = Vec::with_capacity(answer.body.len() + 192);
+    out.extend_from_slice(b"{\"context\":");
+    out.extend_from_slice(&answer.body);
+    // Key, source and timestamp are ASCII we produced: no escaping needed.
+    let _ = write!(
+        out,
+        ",\"cache\":{{\"hit\":{},\"source\":\"{}\",\"key\":\"{}\",\"age_seconds\":{:.2}}},\"timestamp\":\"{}\"}}",
+        answer.source.is_hit(),
+        answer.source.as_str(),
+        answer.key.as_str(),
+        answer.age.as_secs_f64(),
+        timestamp()
+    );
+    let mut response = Response::new(out.into());
+    *response.status_mut() = StatusCode::OK;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,71 @@
+//! `GET /healthz` (the process answers), `GET /readyz` (the origin can answer and we are
+//! not draining), `GET /metrics` (Prometheus text). None of them waits on Redis.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::json;
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+use super::{Shared, json_reply, with_state};
+
+/// Longest `/readyz` waits for the origin's health check.
+const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub fn routes(state: Shared) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    // GET /healthz
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| json_reply(&json!({"status": "ok"}), StatusCode::OK));
+
+    // GET /readyz
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .then(readyz);
+
+    // GET /metrics
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(with_state(state))
+        .map(|state: Shared| {
+            for tier in state.chain.tiers() {
+                let size = tier.size();
+                state
+                    .metrics
+                    .set_size(tier.kind(), size.entries, size.bytes);
+            }
+            warp::reply::with_header(
+                state.metrics.encode(),
+                "content-type",
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
+        });
+
+    healthz.or(readyz).or(metrics)
+}
+
+async fn readyz(state: Shared) -> warp::reply::Response {
+    let mut reasons = Vec::new();
+    if state.draining.load(Ordering::Relaxed) {
+        reasons.push("shutting down".to_owned());
+    }
+    let origin = state.chain.origin();
+    match tokio::time::timeout(READY_CHECK_TIMEOUT, origin.health()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => reasons.push(format!("origin ({}): {e}", origin.kind())),
+        Err(_) => reasons.push(format!(
+            "origin ({}): no answer within {READY_CHECK_TIMEOUT:?}",
+            origin.kind()
+        )),
+    }
+    if reasons.is_empty() {
+        json_reply(&json!({"status": "ready"}), StatusCode::OK)
+    } else {
+        json_reply(
+            &json!({"status": "not_ready", "reasons": reasons}),
+            StatusCode::SERVICE_UNAVAILABLE,
+        )
+    }
+}

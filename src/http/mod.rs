@@ -1,0 +1,81 @@
+//! The routes. Filters say the shape (`METHOD /path`), handlers live one file per route
+//! group, state enters through `with_state`, and one rejection handler writes every
+//! error as `{"error": {"code", "message"}}`.
+
+mod admin;
+mod body;
+mod context;
+mod dashboards;
+mod health;
+mod rejection;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use warp::Filter;
+
+use crate::chain::Chain;
+use crate::config::Config;
+use crate::metrics::Metrics;
+pub use rejection::ApiError;
+
+/// What every handler can read.
+pub struct State {
+    pub chain: Chain,
+    pub metrics: Arc<Metrics>,
+    /// The configuration in force; replaced whole on reload.
+    pub config: ArcSwap<Config>,
+    pub started: Instant,
+    /// Set when draining: `/readyz` turns 503 so balancers stop sending.
+    pub draining: AtomicBool,
+}
+
+pub type Shared = Arc<State>;
+
+fn with_state(state: Shared) -> impl Filter<Extract = (Shared,), Error = Infallible> + Clone {
+    warp::any().map(move || Arc::clone(&state))
+}
+
+/// Every route, with the rejection handler attached.
+pub fn routes(
+    state: Shared,
+) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone + Send + Sync + 'static
+{
+    context::routes(state.clone())
+        .or(admin::routes(state.clone()))
+        .or(dashboards::routes(state.clone()))
+        .or(health::routes(state))
+        .recover(rejection::handle)
+}
+
+/// Rounds to 2 decimals, as every figure in the JSON dashboards.
+pub fn round2(x: f64) -> f64 {
+    if x.is_finite() {
+        (x * 100.0).round() / 100.0
+    } else {
+        0.0
+    }
+}
+
+/// Now, as RFC 3339 UTC with microseconds (the original's timestamp precision).
+pub fn timestamp() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// A JSON reply with a status.
+pub fn json_reply(
+    value: &serde_json::Value,
+    status: warp::http::StatusCode,
+) -> warp::reply::Response {
+    let mut response =
+        warp::http::Response::new(warp::hyper::body::Bytes::from(value.to_string()).into());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,182 @@
+//! Origins: where misses are answered. The `ContextOrigin` trait, the config enum tagged
+//! by `type`, and `Origin`, the registry enum dispatching with a plain `match`.
+//! Adding one: a file, a variant in `OriginConfig` and `Origin`, and its arms.
+
+pub mod postgres;
+pub mod sample;
+pub mod supabase;
+
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Secret;
+pub use postgres::{PostgresConfig, PostgresOrigin};
+pub use sample::{SampleConfig, SampleOrigin};
+pub use supabase::{SupabaseConfig, SupabaseOrigin};
+
+/// One context request, as the RPC takes it.
+#[derive(Debug, Clone)]
+pub struct ContextRequest {
+    pub message: String,
+    pub filename: Option<String>,
+}
+
+/// Why an origin call failed. Messages never carry secrets or the user's message.
+#[derive(Debug, thiserror::Error)]
+pub enum OriginError {
+    /// No answer within the origin's timeout (504).
+    #[error("the origin did not answer within {0:?}")]
+    Timeout(Duration),
+    /// Could not reach the origin (502).
+    #[error("cannot reach the origin: {0}")]
+    Unreachable(String),
+    /// The origin answered with an error status (502).
+    #[error("the origin answered {status}: {message}")]
+    Status { status: u16, message: String },
+    /// The answer was not usable JSON (502).
+    #[error("the origin's answer is unusable: {0}")]
+    Malformed(String),
+    /// The answer was larger than `max_response_bytes` (502).
+    #[error("the origin's answer exceeds {limit} bytes")]
+    TooLarge { limit: usize },
+    /// The database call failed (502).
+    #[error("the database call failed: {0}")]
+    Database(String),
+    /// The call's task ended without an answer (a bug or a shutdown).
+    #[error("the origin call was aborted")]
+    Aborted,
+}
+
+impl OriginError {
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, OriginError::Timeout(_))
+    }
+}
+
+/// `[origin]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OriginConfig {
+    Supabase(SupabaseConfig),
+    Postgres(PostgresConfig),
+    Sample(SampleConfig),
+}
+
+impl Default for OriginConfig {
+    fn default() -> Self {
+        OriginConfig::Sample(SampleConfig::default())
+    }
+}
+
+impl OriginConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            OriginConfig::Supabase(_) => "supabase",
+            OriginConfig::Postgres(_) => "postgres",
+            OriginConfig::Sample(_) => "sample",
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Vec<String> {
+        match self {
+            OriginConfig::Supabase(c) => c.validate(),
+            OriginConfig::Postgres(c) => c.validate(),
+            OriginConfig::Sample(c) => c.validate(),
+        }
+    }
+
+    pub(crate) fn redact(&mut self) {
+        if let OriginConfig::Postgres(c) = self {
+            c.url = crate::config::redact_url(&c.url);
+        }
+    }
+
+    pub(crate) fn resolve_files(&mut self, read: impl Fn(&Path) -> Option<Secret>) {
+        if let OriginConfig::Supabase(c) = self {
+            if let Some(key) = c.api_key_file.as_deref().and_then(read) {
+                c.api_key = key;
+            }
+        }
+    }
+
+    /// Builds the live origin. Never waits on the network.
+    ///
+    /// # Errors
+    /// [`OriginError`] when the settings cannot be turned into a client.
+    pub fn build(&self) -> Result<Origin, OriginError> {
+        Ok(match self {
+            OriginConfig::Supabase(c) => Origin::Supabase(SupabaseOrigin::new(c)?),
+            OriginConfig::Postgres(c) => Origin::Postgres(PostgresOrigin::new(c)?),
+            OriginConfig::Sample(c) => Origin::Sample(SampleOrigin::new(c)?),
+        })
+    }
+}
+
+/// What every origin offers.
+pub trait ContextOrigin: Send + Sync {
+    /// Calls the RPC; the answer is the function's JSON value, unparsed.
+    fn fetch(
+        &self,
+        request: &ContextRequest,
+    ) -> impl Future<Output = Result<Bytes, OriginError>> + Send;
+    /// A cheap check that the origin can answer now (for `/readyz`).
+    fn health(&self) -> impl Future<Output = Result<(), OriginError>> + Send;
+    /// The fallback chain's last step, in words.
+    fn describe(&self) -> &'static str;
+}
+
+/// The registry.
+pub enum Origin {
+    Supabase(SupabaseOrigin),
+    Postgres(PostgresOrigin),
+    Sample(SampleOrigin),
+}
+
+macro_rules! each_origin {
+    ($origin:expr, $o:ident => $body:expr) => {
+        match $origin {
+            Origin::Supabase($o) => $body,
+            Origin::Postgres($o) => $body,
+            Origin::Sample($o) => $body,
+        }
+    };
+}
+
+impl Origin {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Origin::Supabase(_) => "supabase",
+            Origin::Postgres(_) => "postgres",
+            Origin::Sample(_) => "sample",
+        }
+    }
+
+    pub async fn fetch(&self, request: &ContextRequest) -> Result<Bytes, OriginError> {
+        each_origin!(self, o => o.fetch(request).await)
+    }
+
+    pub async fn health(&self) -> Result<(), OriginError> {
+        each_origin!(self, o => o.health().await)
+    }
+
+    pub fn describe(&self) -> &'static str {
+        each_origin!(self, o => o.describe())
+    }
+}
+
+/// Rejects SQL identifiers we would have to quote: the function name is spliced into SQL.
+pub(crate) fn is_plain_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name.split('.').count() <= 2
+        && name.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                && !part.as_bytes()[0].is_ascii_digit()
+        })
+}

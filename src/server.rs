@@ -1,0 +1,83 @@
+//! The HTTP/1.1 accept loop, ours rather than warp's so the daemon controls what warp's
+//! does not: a cap on open connections (refused at accept beyond it), a header-read
+//! timeout that really fires (hyper needs a timer installed for it), and a graceful
+//! drain that closes idle keep-alive connections at once instead of waiting on them.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use warp::Filter;
+
+use crate::metrics::Metrics;
+
+/// Limits applied to every connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+}
+
+/// Accepts and serves connections until `stop` resolves, then stops accepting (the
+/// listener closes) and hands back the handle that drains the open connections.
+pub async fn accept_until<F, R>(
+    listener: TcpListener,
+    filter: F,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+    stop: impl Future<Output = ()>,
+) -> GracefulShutdown
+where
+    F: Filter<Extract = (R,), Error = Infallible> + Clone + Send + Sync + 'static,
+    R: warp::Reply,
+{
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            metrics.connection_rejected();
+            tracing::debug!("connection refused: max_connections reached");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(warp::service(filter.clone()));
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        let metrics = Arc::clone(&metrics);
+        metrics.connection_opened();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            metrics.connection_closed();
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful
+}

@@ -1,0 +1,196 @@
+//! One snapshot of everything the dashboards and the advice rules read: request
+//! figures from `Metrics`, live tier state from the chain, and the settings in force.
+//! Taking one never waits on the network.
+
+use std::time::{Duration, Instant};
+
+use crate::chain::Chain;
+use crate::config::Config;
+use crate::metrics::{EvictionCause, Metrics, OriginResult, Outcome, Percentiles};
+use crate::tiers::{Health, Size, TierKind};
+
+/// One configured tier as seen now.
+#[derive(Debug, Clone)]
+pub struct TierState {
+    pub kind: TierKind,
+    pub health: Health,
+    pub size: Size,
+    pub hits: u64,
+    pub errors: u64,
+}
+
+/// The figures at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Requests answered fresh from any tier.
+    pub hits: u64,
+    /// Requests answered by the origin (coalesced waiters included).
+    pub misses: u64,
+    /// Requests answered with an expired entry under a stale rule.
+    pub stale: u64,
+    /// Requests that failed (origin failure, nothing stale to serve).
+    pub errors: u64,
+    pub avg_hit_ms: f64,
+    pub avg_miss_ms: f64,
+    pub hit: Percentiles,
+    pub miss: Percentiles,
+    pub stale_latency: Percentiles,
+    pub error_latency: Percentiles,
+    pub per_tier_latency: Vec<(TierKind, Percentiles)>,
+    pub origin_latency: Percentiles,
+    pub origin_ok: u64,
+    pub origin_errors: u64,
+    pub origin_timeouts: u64,
+    pub coalesced: u64,
+    pub evictions: Vec<(EvictionCause, u64)>,
+    pub redis_reconnects: u64,
+    pub tiers: Vec<TierState>,
+    pub origin_kind: &'static str,
+    pub origin_step: &'static str,
+    pub ttl_secs: u64,
+    pub normalize_queries: bool,
+    pub query_variants: u64,
+    pub distinct_queries: u64,
+    pub uptime: Duration,
+    pub time_saved: Duration,
+}
+
+impl Snapshot {
+    pub fn take(chain: &Chain, metrics: &Metrics, config: &Config, started: Instant) -> Self {
+        let ms = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+        let hits: u64 = TierKind::ALL
+            .iter()
+            .map(|&k| metrics.count(Outcome::Hit(k)))
+            .sum();
+        let hit_total: Duration = TierKind::ALL
+            .iter()
+            .map(|&k| metrics.total(Outcome::Hit(k)))
+            .sum();
+        let avg_hit = (hits > 0).then(|| hit_total / u32::try_from(hits).unwrap_or(u32::MAX));
+        let mut hit_hdr = Percentiles::default();
+        let mut per_tier_latency = Vec::new();
+        for &k in &TierKind::ALL {
+            let p = metrics.percentiles(Outcome::Hit(k));
+            per_tier_latency.push((k, p));
+            if p.count > hit_hdr.count {
+                // The dominant tier's percentiles stand for "hit" when both serve;
+                // per-tier figures are beside them.
+                hit_hdr = p;
+            }
+        }
+        let tiers = chain
+            .tiers()
+            .iter()
+            .map(|t| {
+                let size = t.size();
+                metrics.set_size(t.kind(), size.entries, size.bytes);
+                TierState {
+                    kind: t.kind(),
+                    health: t.health(),
+                    size,
+                    hits: metrics.count(Outcome::Hit(t.kind())),
+                    errors: metrics.tier_errors(t.kind()),
+                }
+            })
+            .collect();
+        let (query_variants, distinct_queries) = chain.variants().counts();
+        Self {
+            hits,
+            misses: metrics.count(Outcome::Miss),
+            stale: TierKind::ALL
+                .iter()
+                .map(|&k| metrics.count(Outcome::Stale(k)))
+                .sum(),
+            errors: metrics.count(Outcome::Error),
+            avg_hit_ms: ms(avg_hit),
+            avg_miss_ms: ms(metrics.mean(Outcome::Miss)),
+            hit: hit_hdr,
+            miss: metrics.percentiles(Outcome::Miss),
+            stale_latency: metrics.percentiles(Outcome::Stale(TierKind::Memory)),
+            error_latency: metrics.percentiles(Outcome::Error),
+            per_tier_latency,
+            origin_latency: metrics.origin_percentiles(),
+            origin_ok: metrics.origin_count(OriginResult::Ok),
+            origin_errors: metrics.origin_count(OriginResult::Error),
+            origin_timeouts: metrics.origin_count(OriginResult::Timeout),
+            coalesced: metrics.coalesced(),
+            evictions: EvictionCause::ALL
+                .iter()
+                .map(|&c| (c, metrics.evictions(TierKind::Memory, c)))
+                .collect(),
+            redis_reconnects: metrics.reconnects(TierKind::Redis),
+            tiers,
+            origin_kind: chain.origin().kind(),
+            origin_step: chain.origin().describe(),
+            ttl_secs: config.cache.ttl_secs,
+            normalize_queries: config.cache.normalize_queries,
+            query_variants,
+            distinct_queries,
+            uptime: started.elapsed(),
+            time_saved: metrics.time_saved(),
+        }
+    }
+
+    /// hits + misses (errors and stale answers are reported apart).
+    pub fn total_requests(&self) -> u64 {
+        self.hits + self.misses
+    }
+
+    pub fn hit_rate_percent(&self) -> f64 {
+        match self.total_requests() {
+            0 => 0.0,
+            n => self.hits as f64 * 100.0 / n as f64,
+        }
+    }
+
+    /// Mean miss / mean hit; 0 when either side has no requests yet.
+    pub fn speedup(&self) -> f64 {
+        if self.hits == 0 || self.misses == 0 || self.avg_hit_ms <= 0.0 {
+            0.0
+        } else {
+            self.avg_miss_ms / self.avg_hit_ms
+        }
+    }
+
+    /// Mean miss - mean hit; 0 when either side has no requests yet.
+    pub fn time_saved_per_hit_ms(&self) -> f64 {
+        if self.hits == 0 || self.misses == 0 {
+            0.0
+        } else {
+            self.avg_miss_ms - self.avg_hit_ms
+        }
+    }
+
+    pub fn cumulative_time_saved_ms(&self) -> f64 {
+        self.hits as f64 * self.time_saved_per_hit_ms()
+    }
+
+    pub fn tier(&self, kind: TierKind) -> Option<&TierState> {
+        self.tiers.iter().find(|t| t.kind == kind)
+    }
+
+    pub fn memory_size(&self) -> Size {
+        self.tier(TierKind::Memory)
+            .map(|t| t.size)
+            .unwrap_or_default()
+    }
+
+    pub fn size_evictions(&self) -> u64 {
+        self.evictions
+            .iter()
+            .find(|(c, _)| *c == EvictionCause::Size)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// "dual" when memory and Redis both serve, "memory-only" when Redis is absent or
+    /// down, "redis-only" with Redis alone, "origin-only" when no tier serves.
+    pub fn mode(&self) -> &'static str {
+        let serving = |k| self.tier(k).is_some_and(|t| t.health.is_serving());
+        match (serving(TierKind::Memory), serving(TierKind::Redis)) {
+            (true, true) => "dual",
+            (true, false) => "memory-only",
+            (false, true) => "redis-only",
+            (false, false) => "origin-only",
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The in-process tier: a moka cache (TinyLFU admission, LRU eviction) bounded both by
+//! entry count and by bytes, with a per-entry lifetime of TTL plus the stale retention
+//! window so an expired answer can still be served when the origin fails.
+//!
+//! Both bounds through one weigher: each entry weighs `max(its bytes, max_bytes /
+//! max_entries)`, and the cache holds at most `max_bytes` of weight, so the byte total
+//! stays under `max_bytes` and the count under `max_entries`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use moka::notification::RemovalCause;
+use moka::sync::Cache;
+use serde::{Deserialize, Serialize};
+
+use super::{BuildContext, CacheTier, Found, Health, Size, TierError, TierKind};
+use crate::chain::Key;
+use crate::metrics::EvictionCause;
+
+/// Bytes charged per entry beyond key and body: moka's node, the timer wheel slot and
+/// our value header, rounded up (measured with moka 0.12 on x86_64: ~150 bytes).
+pub const ENTRY_OVERHEAD_BYTES: usize = 160;
+
+/// `[[tiers]] type = "memory"`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// At most this many entries.
+    #[serde(default = "default_max_entries")]
+    pub max_entries: u64,
+    /// At most this many bytes of keys, bodies and per-entry overhead.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    /// Freshness lifetime for this tier; `[cache] ttl_secs` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_secs: Option<u64>,
+}
+
+fn default_max_entries() -> u64 {
+    10_000
+}
+
+fn default_max_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+
+impl MemoryConfig {
+    pub(crate) fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.max_entries == 0 {
+            problems.push("max_entries must be > 0".into());
+        }
+        if self.max_bytes < 64 * 1024 {
+            problems.push(format!(
+                "max_bytes is {}; at least 65536 is needed to hold a context",
+                self.max_bytes
+            ));
+        }
+        if self.ttl_secs == Some(0) {
+            problems.push("ttl_secs must be > 0".into());
+        }
+        problems
+    }
+}
+
+#[derive(Clone)]
+struct Value {
+    body: Bytes,
+    stored_at: Instant,
+    keep_for: Duration,
+}
+
+struct KeepFor;
+
+impl moka::Expiry<Arc<str>, Value> for KeepFor {
+    fn expire_after_create(&self, _: &Arc<str>, v: &Value, _: Instant) -> Option<Duration> {
+        Some(v.keep_for)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &Arc<str>,
+        v: &Value,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(v.keep_for)
+    }
+}
+
+/// The memory tier.
+pub struct MemoryTier {
+    cache: Cache<Arc<str>, Value>,
+    max_bytes: u64,
+    ttl_ms: AtomicU64,
+    retention_ms: AtomicU64,
+}
+
+impl MemoryTier {
+    pub fn new(config: &MemoryConfig, ctx: &BuildContext) -> Self {
+        let unit = config.max_bytes.div_ceil(config.max_entries.max(1));
+        let metrics = Arc::clone(&ctx.metrics);
+        let cache = Cache::builder()
+            .max_capacity(config.max_bytes)
+            .weigher(move |k: &Arc<str>, v: &Value| {
+                let bytes = (k.len() + v.body.len() + ENTRY_OVERHEAD_BYTES) as u64;
+                u32::try_from(bytes.max(unit)).unwrap_or(u32::MAX)
+            })
+            .expire_after(KeepFor)
+            .eviction_listener(move |_k, _v, cause| {
+                metrics.eviction(TierKind::Memory, eviction_cause(cause));
+            })
+            .build();
+        Self {
+            cache,
+            max_bytes: config.max_bytes,
+            ttl_ms: AtomicU64::new(millis(ctx.ttl)),
+            retention_ms: AtomicU64::new(millis(ctx.stale_retention)),
+        }
+    }
+
+    fn ttl(&self) -> Duration {
+        Duration::from_millis(self.ttl_ms.load(Ordering::Relaxed))
+    }
+
+    /// Applies pending evictions so counts and sizes are exact (tests, status routes).
+    pub fn sync(&self) {
+        self.cache.run_pending_tasks();
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn eviction_cause(cause: RemovalCause) -> EvictionCause {
+    match cause {
+        RemovalCause::Expired => EvictionCause::Expired,
+        RemovalCause::Explicit => EvictionCause::Explicit,
+        RemovalCause::Replaced => EvictionCause::Replaced,
+        RemovalCause::Size => EvictionCause::Size,
+    }
+}
+
+impl CacheTier for MemoryTier {
+    async fn get(&self, key: &Key) -> Result<Option<Found>, TierError> {
+        Ok(self.cache.get(key.as_str()).map(|v| Found {
+            body: v.body,
+            age: v.stored_at.elapsed(),
+            ttl: self.ttl(),
+        }))
+    }
+
+    async fn put(&self, key: &Key, body: &Bytes) -> Result<(), TierError> {
+        let keep_for =
+            self.ttl() + Duration::from_millis(self.retention_ms.load(Ordering::Relaxed));
+        let value = Value {
+            body: body.clone(),
+            stored_at: Instant::now(),
+            keep_for,
+        };
+        self.cache.insert(Arc::from(key.as_str()), value);
+        Ok(())
+    }
+
+    async fn remove(&self, key: &Key) -> Result<(), TierError> {
+        self.cache.invalidate(key.as_str());
+        Ok(())
+    }
+
+    async fn clear(&self) -> Result<u64, TierError> {
+        self.cache.run_pending_tasks();
+        let before = self.cache.entry_count();
+        self.cache.invalidate_all();
+        self.cache.run_pending_tasks();
+        Ok(before)
+    }
+
+    fn health(&self) -> Health {
+        Health::Active
+    }
+
+    fn size(&self) -> Size {
+        self.cache.run_pending_tasks();
+        Size {
+            entries: Some(self.cache.entry_count()),
+            bytes: Some(self.cache.weighted_size()),
+            max_bytes: Some(self.max_bytes),
+        }
+    }
+
+    fn set_ttl(&self, ttl: Duration, stale_retention: Duration) {
+        self.ttl_ms.store(millis(ttl), Ordering::Relaxed);
+        self.retention_ms
+            .store(millis(stale_retention), Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn tier(max_entries: u64, max_bytes: u64, ttl: Duration) -> MemoryTier {
+        let ctx = BuildContext {
+            metrics: Arc::new(Metrics::new()),
+            ttl,
+            stale_retention: Duration::ZERO,
+        };
+        MemoryTier::new(
+            &MemoryConfig {
+                max_entries,
+                max_bytes,
+                ttl_secs: None,
+            },
+            &ctx,
+        )
+    }
+
+    fn key(i: usize) -> Key {
+        Key::derive(&format!("message {i}"), None, false)
+    }
+
+    /// A stored body comes back byte for byte, with its age.
+    #[tokio::test]
+    async fn put_then_get_returns_the_same_bytes() {
+        let t = tier(100, 1 << 20, Duration::from_secs(60));
+        let body = Bytes::from_static(br#"{"snippets":[],"file":null,"chat_history":[]}"#);
+        t.put(&key(1), &body).await.unwrap();
+        let found = t.get(&key(1)).await.unwrap().expect("hit");
+        assert_eq!(found.body, body);
+        assert!(found.age < found.ttl);
+        assert!(t.get(&key(2)).await.unwrap().is_none());
+    }
+
+    /// The entry-count bound holds even when bodies are tiny.
+    #[tokio::test]
+    async fn entry_bound_is_respected() {
+        let t = tier(50, 1 << 20, Duration::from_secs(60));
+        for i in 0..500 {
+            t.put(&key(i), &Bytes::from_static(b"{}")).await.unwrap();
+        }
+        let size = t.size();
+        assert!(size.entries.unwrap() <= 50, "{size:?}");
+    }
+
+    /// The byte bound holds when bodies are large.
+    #[tokio::test]
+    async fn byte_bound_is_respected() {
+        let t = tier(10_000, 256 * 1024, Duration::from_secs(60));
+        let body = Bytes::from(vec![b'x'; 10_000]);
+        for i in 0..200 {
+            t.put(&key(i), &body).await.unwrap();
+        }
+        let size = t.size();
+        assert!(size.bytes.unwrap() <= 256 * 1024, "{size:?}");
+        assert!(size.entries.unwrap() >= 10, "{size:?}");
+    }
+
+    /// Entries disappear after TTL plus retention (real time; moka ignores tokio's clock).
+    #[tokio::test]
+    async fn entries_expire() {
+        let t = tier(100, 1 << 20, Duration::from_millis(50));
+        t.put(&key(1), &Bytes::from_static(b"{}")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        t.sync();
+        assert!(t.get(&key(1)).await.unwrap().is_none());
+    }
+}

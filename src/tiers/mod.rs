@@ -1,0 +1,240 @@
+//! Cache tiers: the `CacheTier` trait, the config enum tagged by `type`, and `Tier`, the
+//! one registry enum that dispatches to each implementation with a plain `match`.
+//! Adding a tier: a new file, a variant in `TierConfig` and `Tier`, an arm in `build` and
+//! one line in `each_tier!`; the compiler points at anything missed.
+//! Timing and error counting live in the chain, not here, so every tier is measured alike.
+
+pub mod memory;
+pub mod redis;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::chain::Key;
+use crate::metrics::Metrics;
+
+pub use memory::{MemoryConfig, MemoryTier};
+pub use redis::{RedisConfig, RedisTier};
+
+/// The kinds of tier, as bounded label values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TierKind {
+    Memory,
+    Redis,
+}
+
+impl TierKind {
+    pub const ALL: [TierKind; 2] = [TierKind::Memory, TierKind::Redis];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TierKind::Memory => "memory",
+            TierKind::Redis => "redis",
+        }
+    }
+
+    /// Position in [`TierKind::ALL`], for per-kind metric arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// `[[tiers]]`: one table per tier, in look-up order.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TierConfig {
+    Memory(MemoryConfig),
+    Redis(RedisConfig),
+}
+
+impl TierConfig {
+    pub fn kind(&self) -> TierKind {
+        match self {
+            TierConfig::Memory(_) => TierKind::Memory,
+            TierConfig::Redis(_) => TierKind::Redis,
+        }
+    }
+
+    /// This tier's own TTL override, if it has one.
+    pub fn ttl_secs(&self) -> Option<u64> {
+        match self {
+            TierConfig::Memory(c) => c.ttl_secs,
+            TierConfig::Redis(c) => c.ttl_secs,
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Vec<String> {
+        match self {
+            TierConfig::Memory(c) => c.validate(),
+            TierConfig::Redis(c) => c.validate(),
+        }
+    }
+
+    pub(crate) fn redact(&mut self) {
+        if let TierConfig::Redis(c) = self {
+            c.url = crate::config::redact_url(&c.url);
+        }
+    }
+
+    /// Builds the live tier. Never waits on the network: remote tiers connect lazily.
+    ///
+    /// # Errors
+    /// [`TierError::Config`] when the settings cannot be turned into a client.
+    pub fn build(&self, ctx: &BuildContext) -> Result<Tier, TierError> {
+        Ok(match self {
+            TierConfig::Memory(c) => Tier::Memory(MemoryTier::new(c, ctx)),
+            TierConfig::Redis(c) => Tier::Redis(RedisTier::new(c, ctx)?),
+        })
+    }
+}
+
+/// What a tier needs from the rest of the daemon when it is built.
+pub struct BuildContext {
+    pub metrics: Arc<Metrics>,
+    /// Freshness lifetime (`[cache] ttl_secs` unless the tier overrides it).
+    pub ttl: Duration,
+    /// How long past its TTL an entry may still be served stale (if the tier can keep it).
+    pub stale_retention: Duration,
+}
+
+/// A value a tier found.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// The context JSON exactly as the origin returned it.
+    pub body: Bytes,
+    /// Time since it was stored.
+    pub age: Duration,
+    /// The tier's freshness lifetime at the time of the read.
+    pub ttl: Duration,
+}
+
+/// Live state of a tier, as reported by status routes. Reading it never waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// In-process tier: always serving.
+    Active,
+    /// Remote tier with a working connection.
+    Connected,
+    /// Remote tier that is down; requests skip it until a probe succeeds.
+    Unavailable,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Active => "active",
+            Health::Connected => "connected",
+            Health::Unavailable => "unavailable",
+        }
+    }
+
+    pub fn is_serving(self) -> bool {
+        self != Health::Unavailable
+    }
+}
+
+/// What a tier knows locally about its size (no network round trip).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Size {
+    pub entries: Option<u64>,
+    pub bytes: Option<u64>,
+    /// The byte bound, when the tier has one.
+    pub max_bytes: Option<u64>,
+}
+
+/// Why a tier operation failed. The chain skips the tier for that request.
+#[derive(Debug, thiserror::Error)]
+pub enum TierError {
+    /// The operation did not finish within the tier's timeout.
+    #[error("{tier} timed out after {after:?}")]
+    Timeout { tier: &'static str, after: Duration },
+    /// The tier is known to be down (circuit open); not tried.
+    #[error("{tier} is unavailable")]
+    Unavailable { tier: &'static str },
+    /// The backend answered with an error.
+    #[error("{tier}: {message}")]
+    Backend { tier: &'static str, message: String },
+    /// The settings could not be turned into a client.
+    #[error("{tier} configuration: {message}")]
+    Config { tier: &'static str, message: String },
+}
+
+/// The operations every tier offers.
+pub trait CacheTier: Send + Sync {
+    /// Looks a key up. Expired-but-retained entries are returned with `age >= ttl`.
+    fn get(&self, key: &Key) -> impl Future<Output = Result<Option<Found>, TierError>> + Send;
+    /// Stores a value under a key for the tier's TTL.
+    fn put(&self, key: &Key, body: &Bytes) -> impl Future<Output = Result<(), TierError>> + Send;
+    /// Removes one key.
+    fn remove(&self, key: &Key) -> impl Future<Output = Result<(), TierError>> + Send;
+    /// Removes every key this daemon's namespace owns; returns how many were removed.
+    fn clear(&self) -> impl Future<Output = Result<u64, TierError>> + Send;
+    /// Last known health; never waits on the network.
+    fn health(&self) -> Health;
+    /// Locally known size.
+    fn size(&self) -> Size;
+    /// Applies a reloaded TTL to future reads and writes.
+    fn set_ttl(&self, ttl: Duration, stale_retention: Duration);
+}
+
+/// The registry: one variant per implementation.
+pub enum Tier {
+    Memory(MemoryTier),
+    Redis(RedisTier),
+}
+
+/// Dispatches one expression over every variant.
+macro_rules! each_tier {
+    ($tier:expr, $t:ident => $body:expr) => {
+        match $tier {
+            Tier::Memory($t) => $body,
+            Tier::Redis($t) => $body,
+        }
+    };
+}
+
+impl Tier {
+    pub fn kind(&self) -> TierKind {
+        match self {
+            Tier::Memory(_) => TierKind::Memory,
+            Tier::Redis(_) => TierKind::Redis,
+        }
+    }
+
+    /// In-process tiers are written inline; remote ones in the background on back-fill.
+    pub fn is_local(&self) -> bool {
+        matches!(self, Tier::Memory(_))
+    }
+
+    pub async fn get(&self, key: &Key) -> Result<Option<Found>, TierError> {
+        each_tier!(self, t => t.get(key).await)
+    }
+
+    pub async fn put(&self, key: &Key, body: &Bytes) -> Result<(), TierError> {
+        each_tier!(self, t => t.put(key, body).await)
+    }
+
+    pub async fn remove(&self, key: &Key) -> Result<(), TierError> {
+        each_tier!(self, t => t.remove(key).await)
+    }
+
+    pub async fn clear(&self) -> Result<u64, TierError> {
+        each_tier!(self, t => t.clear().await)
+    }
+
+    pub fn health(&self) -> Health {
+        each_tier!(self, t => t.health())
+    }
+
+    pub fn size(&self) -> Size {
+        each_tier!(self, t => t.size())
+    }
+
+    pub fn set_ttl(&self, ttl: Duration, stale_retention: Duration) {
+        each_tier!(self, t => t.set_ttl(ttl, stale_retention))
+    }
+}
