@@ -34,11 +34,7 @@ pub fn stopping() {
 
 /// Spawns the watchdog pinger if systemd asked for one; the task ends with the runtime.
 pub fn spawn_watchdog() {
-    let mut usec = 0;
-    if std::env::var_os("NOTIFY_SOCKET").is_none() || !sd_notify::watchdog_enabled(false, &mut usec)
-    {
-        return;
-    }
+    let Some(usec) = watchdog_usec() else { return };
     let period = Duration::from_micros(usec / 2).max(Duration::from_millis(100));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
@@ -47,4 +43,16 @@ pub fn spawn_watchdog() {
             send(&[NotifyState::Watchdog]);
         }
     });
+}
+
+/// `WATCHDOG_USEC` when the watchdog is for this process. As libsystemd's
+/// `sd_watchdog_enabled`: an absent `WATCHDOG_PID` means the main process, i.e. us
+/// (sd-notify's own check insists on it being set).
+fn watchdog_usec() -> Option<u64> {
+    std::env::var_os("NOTIFY_SOCKET")?;
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    match std::env::var("WATCHDOG_PID") {
+        Ok(pid) if pid.parse() != Ok(std::process::id()) => None,
+        _ => (usec > 0).then_some(usec),
+    }
 }
