@@ -101,6 +101,7 @@ pub struct MemoryTier {
 impl MemoryTier {
     pub fn new(config: &MemoryConfig, ctx: &BuildContext) -> Self {
         let unit = config.max_bytes.div_ceil(config.max_entries.max(1));
+        ctx.metrics.set_tier_up(TierKind::Memory, true);
         let metrics = Arc::clone(&ctx.metrics);
         let cache = Cache::builder()
             .max_capacity(config.max_bytes)
