@@ -219,11 +219,18 @@ impl Chain {
             metrics.origin_call(result.as_ref().map(|_| ()), started.elapsed());
             match result {
                 Ok((body, cacheable)) => {
+                    // Local tiers first (microseconds), so a request arriving right after
+                    // the answer is a hit; remote tiers after the waiters are answered.
+                    let (local, remote): (Vec<&Tier>, Vec<&Tier>) = tiers
+                        .iter()
+                        .filter(|_| cacheable)
+                        .partition(|t| t.is_local());
+                    for tier in local {
+                        timed_put(&metrics, tier, &flight_key, &body).await;
+                    }
                     let _ = tx.send(Ok(body.clone()));
-                    if cacheable {
-                        for tier in tiers.iter() {
-                            timed_put(&metrics, tier, &flight_key, &body).await;
-                        }
+                    for tier in remote {
+                        timed_put(&metrics, tier, &flight_key, &body).await;
                     }
                 }
                 Err(error) => {

@@ -143,12 +143,13 @@ impl OriginResult {
     }
 }
 
-/// Per-outcome figures kept beside Prometheus: exact counts and sums (Prometheus'
-/// own sum takes a lock), and the HDR histogram.
+/// Per-outcome figures kept beside Prometheus: exact counts and sums in nanoseconds
+/// (Prometheus' own sum takes a lock; microseconds would truncate a ~5 µs memory hit by
+/// up to 20 %), and the HDR histogram.
 struct OutcomeSeries {
     count: IntCounter,
     seconds: Histogram,
-    micros_sum: AtomicU64,
+    nanos_sum: AtomicU64,
     hdr: ShardedHistogram,
 }
 
@@ -206,7 +207,7 @@ impl Metrics {
                 OutcomeSeries {
                     count: requests.with_label_values(&[tier, result]),
                     seconds: durations.with_label_values(&[tier, result]),
-                    micros_sum: AtomicU64::new(0),
+                    nanos_sum: AtomicU64::new(0),
                     hdr: ShardedHistogram::new(shards),
                 }
             })
@@ -327,7 +328,7 @@ impl Metrics {
             ),
             memory_bytes: r.int_gauge(
                 "codette_cache_memory_bytes",
-                "Bytes the memory tier holds, as charged against its max_bytes.",
+                "Bytes the memory tier holds: keys, bodies and a fixed per-entry overhead.",
             ),
             tier_up,
             reconnects,
@@ -352,9 +353,9 @@ impl Metrics {
     /// Records one finished context request.
     pub fn request(&self, outcome: Outcome, latency: Duration) {
         let series = &self.outcomes[outcome.index()];
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
         series.count.inc();
-        series.micros_sum.fetch_add(micros, Ordering::Relaxed);
+        series.nanos_sum.fetch_add(nanos, Ordering::Relaxed);
         series.seconds.observe(latency.as_secs_f64());
         series.hdr.record(latency);
         if let Outcome::Hit(_) = outcome {
@@ -448,9 +449,9 @@ impl Metrics {
 
     /// Exact total latency of an outcome.
     pub fn total(&self, outcome: Outcome) -> Duration {
-        Duration::from_micros(
+        Duration::from_nanos(
             self.outcomes[outcome.index()]
-                .micros_sum
+                .nanos_sum
                 .load(Ordering::Relaxed),
         )
     }

@@ -4,7 +4,8 @@
 //!
 //! Both bounds through one weigher: each entry weighs `max(its bytes, max_bytes /
 //! max_entries)`, and the cache holds at most `max_bytes` of weight, so the byte total
-//! stays under `max_bytes` and the count under `max_entries`.
+//! stays under `max_bytes` and the count under `max_entries`. The size reported is what
+//! the entries hold (not that padded weight), so small answers are not overstated.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -94,6 +95,8 @@ impl moka::Expiry<Arc<str>, Value> for KeepFor {
 pub struct MemoryTier {
     cache: Cache<Arc<str>, Value>,
     max_bytes: u64,
+    /// Bytes held now ([`entry_bytes`] summed): added on put, released on removal.
+    held: Arc<AtomicU64>,
     ttl_ms: AtomicU64,
     retention_ms: AtomicU64,
 }
@@ -103,20 +106,23 @@ impl MemoryTier {
         let unit = config.max_bytes.div_ceil(config.max_entries.max(1));
         ctx.metrics.set_tier_up(TierKind::Memory, true);
         let metrics = Arc::clone(&ctx.metrics);
+        let held = Arc::new(AtomicU64::new(0));
+        let released = Arc::clone(&held);
         let cache = Cache::builder()
             .max_capacity(config.max_bytes)
             .weigher(move |k: &Arc<str>, v: &Value| {
-                let bytes = (k.len() + v.body.len() + ENTRY_OVERHEAD_BYTES) as u64;
-                u32::try_from(bytes.max(unit)).unwrap_or(u32::MAX)
+                u32::try_from(entry_bytes(k, v).max(unit)).unwrap_or(u32::MAX)
             })
             .expire_after(KeepFor)
-            .eviction_listener(move |_k, _v, cause| {
+            .eviction_listener(move |k: Arc<Arc<str>>, v: Value, cause| {
+                released.fetch_sub(entry_bytes(&k, &v), Ordering::Relaxed);
                 metrics.eviction(TierKind::Memory, eviction_cause(cause));
             })
             .build();
         Self {
             cache,
             max_bytes: config.max_bytes,
+            held,
             ttl_ms: AtomicU64::new(millis(ctx.ttl)),
             retention_ms: AtomicU64::new(millis(ctx.stale_retention)),
         }
@@ -130,6 +136,11 @@ impl MemoryTier {
     pub fn sync(&self) {
         self.cache.run_pending_tasks();
     }
+}
+
+/// Bytes one entry holds: key, body and the per-entry overhead.
+fn entry_bytes(key: &str, value: &Value) -> u64 {
+    (key.len() + value.body.len() + ENTRY_OVERHEAD_BYTES) as u64
 }
 
 fn millis(d: Duration) -> u64 {
@@ -162,6 +173,9 @@ impl CacheTier for MemoryTier {
             stored_at: Instant::now(),
             keep_for,
         };
+        // Counted before the insert, so its removal (even an at-once rejection) comes after.
+        self.held
+            .fetch_add(entry_bytes(key.as_str(), &value), Ordering::Relaxed);
         self.cache.insert(Arc::from(key.as_str()), value);
         Ok(())
     }
@@ -187,7 +201,7 @@ impl CacheTier for MemoryTier {
         self.cache.run_pending_tasks();
         Size {
             entries: Some(self.cache.entry_count()),
-            bytes: Some(self.cache.weighted_size()),
+            bytes: Some(self.held.load(Ordering::Relaxed)),
             max_bytes: Some(self.max_bytes),
         }
     }
@@ -258,6 +272,22 @@ mod tests {
         let size = t.size();
         assert!(size.bytes.unwrap() <= 256 * 1024, "{size:?}");
         assert!(size.entries.unwrap() >= 10, "{size:?}");
+    }
+
+    /// The size is the bytes entries hold, not their padded weight; removals give it back.
+    #[tokio::test]
+    async fn size_is_the_bytes_held() {
+        let t = tier(100, 1 << 20, Duration::from_secs(60));
+        let body = Bytes::from_static(br#"{"snippets":[]}"#);
+        let one = (key(1).as_str().len() + body.len() + ENTRY_OVERHEAD_BYTES) as u64;
+        t.put(&key(1), &body).await.unwrap();
+        t.put(&key(1), &body).await.unwrap();
+        t.put(&key(2), &body).await.unwrap();
+        assert_eq!(t.size().bytes, Some(2 * one));
+        t.remove(&key(1)).await.unwrap();
+        assert_eq!(t.size().bytes, Some(one));
+        t.clear().await.unwrap();
+        assert_eq!(t.size().bytes, Some(0));
     }
 
     /// Entries disappear after TTL plus retention (real time; moka ignores tokio's clock).
