@@ -42,10 +42,12 @@ fn authorised(state: Shared) -> impl Filter<Extract = (Shared,), Error = Rejecti
                     "admin routes disabled: set CODETTE_CACHE_ADMIN__TOKEN or [admin] token_file",
                 )));
             }
+            // The scheme is case-insensitive (RFC 9110 §11.1); the token is not.
             let given = header
                 .as_deref()
-                .and_then(|h| h.strip_prefix("Bearer "))
-                .unwrap_or("");
+                .and_then(|h| h.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map_or("", |(_, token)| token);
             if bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
                 Ok(state)
             } else {

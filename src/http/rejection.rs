@@ -79,12 +79,6 @@ pub async fn handle(rejection: Rejection) -> Result<warp::reply::Response, Infal
             "not_found",
             "no such route; see the README for the routes",
         )
-    } else if rejection.find::<MethodNotAllowed>().is_some() {
-        ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "this route does not take that method",
-        )
     } else if rejection.find::<InvalidQuery>().is_some() {
         ApiError::bad_request(
             "invalid_query",
@@ -107,6 +101,14 @@ pub async fn handle(rejection: Rejection) -> Result<warp::reply::Response, Infal
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "send application/json",
+        )
+    } else if rejection.find::<MethodNotAllowed>().is_some() {
+        // Last of the known ones: when one route took the method and then refused the
+        // query or body, the other routes' "wrong method" must not hide that reason.
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this route does not take that method",
         )
     } else {
         tracing::error!(?rejection, "unhandled rejection");
