@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use codette_cache::config::Config;
-use codette_cache::{app, shutdown};
+use codette_cache::{app, bench, shutdown};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 
@@ -34,7 +34,8 @@ enum Command {
     Serve,
     /// Print the effective configuration, secrets redacted; exit 1 if it is invalid.
     CheckConfig,
-    // BENCH-WIRING: Bench(bench::BenchArgs),
+    /// The performance tester: the original's report, `load`, `load --compare`.
+    Bench(Box<bench::BenchArgs>),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -48,6 +49,13 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig => check_config(cli.config.as_deref()),
         Command::Serve => report(serve(cli.config, cli.log_format)),
+        Command::Bench(args) => match runtime().and_then(|rt| rt.block_on(bench::run(*args))) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("codette-cache bench: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

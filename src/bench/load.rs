@@ -1,0 +1,432 @@
+//! The load generator: N workers, each on its own keep-alive HTTP/1.1 connection (raw
+//! hyper, precomputed request paths, only `"source":"…"` read from each answer, so the
+//! client costs little next to the server). Closed loop by default; with `--rate` an
+//! open loop whose latencies are measured from each request's intended start, so a
+//! stalled server cannot hide its stall (coordinated omission).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use rand_distr::{Distribution, Zipf};
+use serde::Serialize;
+
+use crate::metrics::Percentiles;
+
+/// How keys are drawn.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum KeyDistribution {
+    /// Zipf with this exponent (1.0 is typical of user queries).
+    Zipf(f64),
+    Uniform,
+}
+
+impl std::str::FromStr for KeyDistribution {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            None if s == "uniform" => Ok(Self::Uniform),
+            None if s == "zipf" => Ok(Self::Zipf(1.0)),
+            Some(("zipf", e)) => e
+                .parse::<f64>()
+                .ok()
+                .filter(|e| *e > 0.0 && e.is_finite())
+                .map(Self::Zipf)
+                .ok_or_else(|| format!("zipf exponent {e:?} must be a number > 0")),
+            _ => Err(format!("{s:?}: use zipf:1.0 or uniform")),
+        }
+    }
+}
+
+/// One load run's settings.
+#[derive(Debug, Clone)]
+pub struct LoadPlan {
+    pub url: String,
+    pub path: String,
+    pub concurrency: usize,
+    pub duration: Duration,
+    pub keys: u64,
+    pub distribution: KeyDistribution,
+    pub rate: Option<f64>,
+    pub progress: bool,
+    /// Prefix of every message, so runs do not share keys unless asked to.
+    pub prefix: String,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadResult {
+    pub requests: u64,
+    pub seconds: f64,
+    pub throughput_rps: f64,
+    /// Answers from any tier (memory, redis, stale) over all answers.
+    pub hit_ratio: f64,
+    pub by_source: BTreeMap<String, Percentiles>,
+    pub all: Percentiles,
+    pub errors: BTreeMap<String, u64>,
+}
+
+/// The `message` of key `k`.
+pub fn message(prefix: &str, k: u64) -> String {
+    format!("{prefix}query {k}")
+}
+
+/// Percent-encodes a query value.
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+struct Worker {
+    histograms: BTreeMap<String, Histogram<u64>>,
+    errors: BTreeMap<String, u64>,
+    requests: u64,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant bounds")
+}
+
+/// The `cache.source` value in a context answer, without parsing the JSON.
+pub fn source_of(body: &[u8]) -> Option<&str> {
+    const NEEDLE: &[u8] = b"\"source\":\"";
+    let start = body.windows(NEEDLE.len()).rposition(|w| w == NEEDLE)? + NEEDLE.len();
+    let len = body[start..].iter().position(|&b| b == b'"')?;
+    std::str::from_utf8(&body[start..start + len]).ok()
+}
+
+/// Runs the plan.
+///
+/// # Errors
+/// When the URL is unusable.
+pub async fn run(plan: &LoadPlan) -> anyhow::Result<LoadResult> {
+    let uri: hyper::Uri = plan.url.parse().context("--url is not a URL")?;
+    let authority = uri
+        .authority()
+        .context("--url needs host:port")?
+        .as_str()
+        .to_owned();
+    let n = plan.keys.max(1);
+    let paths: Vec<String> = (1..=n)
+        .map(|k| {
+            format!(
+                "{}?message={}",
+                plan.path,
+                url_encode(&message(&plan.prefix, k))
+            )
+        })
+        .collect();
+    let paths = std::sync::Arc::new(paths);
+    let started = Instant::now();
+    let deadline = started + plan.duration;
+    let bar = progress(plan);
+    let mut tasks = Vec::new();
+    for w in 0..plan.concurrency {
+        let (paths, authority, distribution) =
+            (paths.clone(), authority.clone(), plan.distribution);
+        let interval = plan
+            .rate
+            .map(|r| Duration::from_secs_f64(plan.concurrency as f64 / r));
+        let bar = bar.clone();
+        tasks.push(tokio::spawn(async move {
+            worker(
+                w as u64,
+                &authority,
+                &paths,
+                distribution,
+                deadline,
+                interval,
+                bar,
+            )
+            .await
+        }));
+    }
+    let mut by_source: BTreeMap<String, Histogram<u64>> = BTreeMap::new();
+    let mut errors = BTreeMap::new();
+    let mut requests = 0;
+    for t in tasks {
+        let w = t.await.context("a load worker panicked")?;
+        requests += w.requests;
+        for (k, h) in w.histograms {
+            by_source.entry(k).or_insert_with(histogram).add(&h).ok();
+        }
+        for (k, v) in w.errors {
+            *errors.entry(k).or_insert(0) += v;
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let seconds = started
+        .elapsed()
+        .as_secs_f64()
+        .min(plan.duration.as_secs_f64().max(1e-9) + 1.0);
+    let mut all = histogram();
+    for h in by_source.values() {
+        all.add(h).ok();
+    }
+    let answered = all.len();
+    let hits: u64 = by_source
+        .iter()
+        .filter(|(k, _)| k.as_str() != "origin")
+        .map(|(_, h)| h.len())
+        .sum();
+    Ok(LoadResult {
+        requests,
+        seconds,
+        throughput_rps: answered as f64 / seconds,
+        hit_ratio: if answered == 0 {
+            0.0
+        } else {
+            hits as f64 / answered as f64
+        },
+        by_source: by_source
+            .iter()
+            .map(|(k, h)| (k.clone(), Percentiles::of(h)))
+            .collect(),
+        all: Percentiles::of(&all),
+        errors,
+    })
+}
+
+fn progress(plan: &LoadPlan) -> Option<indicatif::ProgressBar> {
+    if !plan.progress {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(plan.duration.as_secs().max(1));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:40}] {msg}")
+            .ok()?,
+    );
+    Some(bar)
+}
+
+async fn worker(
+    id: u64,
+    authority: &str,
+    paths: &[String],
+    distribution: KeyDistribution,
+    deadline: Instant,
+    interval: Option<Duration>,
+    bar: Option<indicatif::ProgressBar>,
+) -> Worker {
+    let mut out = Worker {
+        histograms: BTreeMap::new(),
+        errors: BTreeMap::new(),
+        requests: 0,
+    };
+    let mut rng = SmallRng::seed_from_u64(0x5eed ^ id);
+    let zipf = match distribution {
+        KeyDistribution::Zipf(e) => Zipf::new(paths.len() as f64, e).ok(),
+        KeyDistribution::Uniform => None,
+    };
+    let mut sender = None;
+    // Open loop: each worker's schedule starts at a staggered offset.
+    let mut next =
+        Instant::now() + interval.map_or(Duration::ZERO, |i| i.mul_f64((id % 97) as f64 / 97.0));
+    let mut last_tick = Instant::now();
+    while Instant::now() < deadline {
+        let intended = match interval {
+            Some(i) => {
+                tokio::time::sleep_until(next.into()).await;
+                let at = next;
+                next += i;
+                at
+            }
+            None => Instant::now(),
+        };
+        let k = match &zipf {
+            Some(z) => (z.sample(&mut rng) as usize).clamp(1, paths.len()) - 1,
+            None => rand::Rng::random_range(&mut rng, 0..paths.len()),
+        };
+        if sender.is_none() {
+            match connect(authority).await {
+                Ok(s) => sender = Some(s),
+                Err(kind) => {
+                    *out.errors.entry(kind).or_insert(0) += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            }
+        }
+        let Some(s) = sender.as_mut() else { continue };
+        out.requests += 1;
+        match request(s, authority, &paths[k]).await {
+            Ok(source) => {
+                let micros = u64::try_from(intended.elapsed().as_micros()).unwrap_or(u64::MAX);
+                out.histograms
+                    .entry(source)
+                    .or_insert_with(histogram)
+                    .saturating_record(micros.max(1));
+            }
+            Err(kind) => {
+                if kind.starts_with("connection") {
+                    sender = None;
+                }
+                *out.errors.entry(kind).or_insert(0) += 1;
+            }
+        }
+        if id == 0 && last_tick.elapsed() >= Duration::from_secs(1) {
+            last_tick = Instant::now();
+            if let Some(bar) = &bar {
+                bar.inc(1);
+            }
+        }
+    }
+    out
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+async fn connect(authority: &str) -> Result<Sender, String> {
+    let stream = tokio::net::TcpStream::connect(authority)
+        .await
+        .map_err(|e| format!("connect: {}", e.kind()))?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|_| "connection: handshake".to_owned())?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+async fn request(sender: &mut Sender, authority: &str, path: &str) -> Result<String, String> {
+    sender
+        .ready()
+        .await
+        .map_err(|_| "connection: closed".to_owned())?;
+    let req = hyper::Request::get(path)
+        .header(hyper::header::HOST, authority)
+        .body(Empty::<Bytes>::new())
+        .map_err(|_| "request: invalid".to_owned())?;
+    let response = sender
+        .send_request(req)
+        .await
+        .map_err(|_| "connection: reset".to_owned())?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|_| "connection: body".to_owned())?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(format!("status {}", status.as_u16()));
+    }
+    Ok(source_of(&body).unwrap_or("ceiling").to_owned())
+}
+
+/// A plain-text table of one or more results side by side.
+pub fn table(columns: &[(&str, &LoadResult)]) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("  {:<24}", ""));
+    for (name, _) in columns {
+        out.push_str(&format!("{name:>22}"));
+    }
+    out.push('\n');
+    let mut row = |label: &str, cell: &dyn Fn(&LoadResult) -> String| {
+        out.push_str(&format!("  {label:<24}"));
+        for (_, r) in columns {
+            out.push_str(&format!("{:>22}", cell(r)));
+        }
+        out.push('\n');
+    };
+    row("throughput (req/s)", &|r| {
+        format!("{:.0}", r.throughput_rps)
+    });
+    row("hit ratio (client)", &|r| {
+        format!("{:.1}%", r.hit_ratio * 100.0)
+    });
+    row("p50 / p99 all (ms)", &|r| {
+        format!("{:.3} / {:.3}", r.all.p50_ms, r.all.p99_ms)
+    });
+    let mut sources: Vec<&String> = columns
+        .iter()
+        .flat_map(|(_, r)| r.by_source.keys())
+        .collect();
+    sources.sort();
+    sources.dedup();
+    for s in sources {
+        row(&format!("{s}: count"), &|r| {
+            r.by_source
+                .get(s)
+                .map_or("-".into(), |p| p.count.to_string())
+        });
+        for (label, pick) in [
+            (
+                "p50",
+                (|p: &Percentiles| p.p50_ms) as fn(&Percentiles) -> f64,
+            ),
+            ("p90", |p| p.p90_ms),
+            ("p99", |p| p.p99_ms),
+            ("p999", |p| p.p999_ms),
+            ("max", |p| p.max_ms),
+        ] {
+            row(&format!("{s}: {label} (ms)"), &|r| {
+                r.by_source
+                    .get(s)
+                    .map_or("-".into(), |p| format!("{:.3}", pick(p)))
+            });
+        }
+    }
+    row("errors", &|r| {
+        if r.errors.is_empty() {
+            "0".into()
+        } else {
+            r.errors
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `zipf:1.0` and `uniform` parse; nonsense is a clear error.
+    #[test]
+    fn distributions_parse() {
+        assert_eq!("zipf:1.0".parse(), Ok(KeyDistribution::Zipf(1.0)));
+        assert_eq!("uniform".parse(), Ok(KeyDistribution::Uniform));
+        assert!("zipf:-1".parse::<KeyDistribution>().is_err());
+        assert!("gauss".parse::<KeyDistribution>().is_err());
+    }
+
+    /// Zipf sampling favours low keys and stays in range.
+    #[test]
+    fn zipf_skews_to_the_head() {
+        let z = Zipf::new(1000.0, 1.0).unwrap();
+        let mut rng = SmallRng::seed_from_u64(1);
+        let draws: Vec<u64> = (0..10_000).map(|_| z.sample(&mut rng) as u64).collect();
+        assert!(draws.iter().all(|&k| (1..=1000).contains(&k)));
+        let head = draws.iter().filter(|&&k| k <= 10).count();
+        assert!(head > 3_000, "{head} of 10000 in the top 10 keys");
+    }
+
+    /// The source is read from the answer's cache object without parsing it.
+    #[test]
+    fn source_is_found() {
+        let body =
+            br#"{"context":{"source":"fake"},"cache":{"hit":true,"source":"memory","key":"k"}}"#;
+        assert_eq!(source_of(body), Some("memory"));
+        assert_eq!(source_of(b"{}"), None);
+        assert_eq!(url_encode("a b/é"), "a%20b%2F%C3%A9");
+    }
+}
