@@ -9,7 +9,7 @@ use warp::Filter;
 /// A context-shaped answer of about 2 KB.
 pub fn body() -> String {
     let snippet = "Use reverb on a send bus rather than an insert so several tracks share one space; high-pass the return around 200 Hz.";
-    let snippets: Vec<String> = (0..14)
+    let snippets: Vec<String> = (0..12)
         .map(|i| format!(r#"{{"filename":"mixing_guide_{i}.md","snippet":"{snippet}"}}"#))
         .collect();
     format!(
