@@ -8,15 +8,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use rand_distr::{Distribution, Zipf};
 use serde::Serialize;
 
+use super::wire::{Conn, get_request};
 use crate::metrics::Percentiles;
 
 /// How keys are drawn.
@@ -120,13 +118,15 @@ pub async fn run(plan: &LoadPlan) -> anyhow::Result<LoadResult> {
         .as_str()
         .to_owned();
     let n = plan.keys.max(1);
-    let paths: Vec<String> = (1..=n)
+    // Every request prepared once, as bytes.
+    let paths: Vec<Vec<u8>> = (1..=n)
         .map(|k| {
-            format!(
+            let path = format!(
                 "{}?message={}",
                 plan.path,
                 url_encode(&message(&plan.prefix, k))
-            )
+            );
+            get_request(&authority, &path)
         })
         .collect();
     let paths = std::sync::Arc::new(paths);
@@ -217,12 +217,14 @@ fn progress(plan: &LoadPlan) -> Option<indicatif::ProgressBar> {
 async fn worker(
     id: u64,
     authority: &str,
-    paths: &[String],
+    paths: &[Vec<u8>],
     distribution: KeyDistribution,
     deadline: Instant,
     interval: Option<Duration>,
     bar: Option<indicatif::ProgressBar>,
 ) -> Worker {
+    let authority = authority.to_owned();
+    let authority = authority.as_str();
     let mut out = Worker {
         histograms: BTreeMap::new(),
         errors: BTreeMap::new(),
@@ -233,7 +235,7 @@ async fn worker(
         KeyDistribution::Zipf(e) => Zipf::new(paths.len() as f64, e).ok(),
         KeyDistribution::Uniform => None,
     };
-    let mut sender = None;
+    let mut conn: Option<Conn> = None;
     // Open loop: each worker's schedule starts at a staggered offset.
     let mut next =
         Instant::now() + interval.map_or(Duration::ZERO, |i| i.mul_f64((id % 97) as f64 / 97.0));
@@ -252,32 +254,41 @@ async fn worker(
             Some(z) => (z.sample(&mut rng) as usize).clamp(1, paths.len()) - 1,
             None => rand::Rng::random_range(&mut rng, 0..paths.len()),
         };
-        if sender.is_none() {
-            match connect(authority).await {
-                Ok(s) => sender = Some(s),
-                Err(kind) => {
-                    *out.errors.entry(kind).or_insert(0) += 1;
+        if conn.is_none() {
+            match Conn::connect(authority).await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    *out.errors
+                        .entry(format!("connect: {}", e.kind()))
+                        .or_insert(0) += 1;
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
             }
         }
-        let Some(s) = sender.as_mut() else { continue };
+        let Some(c) = conn.as_mut() else { continue };
         out.requests += 1;
-        match request(s, authority, &paths[k]).await {
+        let outcome = match c.request(&paths[k]).await {
+            Ok((200, body)) => Ok(source_of(body).unwrap_or("ceiling")),
+            Ok((status, _)) => Err(format!("status {status}")),
+            Err(kind) => {
+                conn = None;
+                Err(kind.to_owned())
+            }
+        };
+        match outcome {
             Ok(source) => {
                 let micros = u64::try_from(intended.elapsed().as_micros()).unwrap_or(u64::MAX);
-                out.histograms
-                    .entry(source)
-                    .or_insert_with(histogram)
-                    .saturating_record(micros.max(1));
-            }
-            Err(kind) => {
-                if kind.starts_with("connection") {
-                    sender = None;
+                match out.histograms.get_mut(source) {
+                    Some(h) => h.saturating_record(micros.max(1)),
+                    None => {
+                        let mut h = histogram();
+                        h.saturating_record(micros.max(1));
+                        out.histograms.insert(source.to_owned(), h);
+                    }
                 }
-                *out.errors.entry(kind).or_insert(0) += 1;
             }
+            Err(kind) => *out.errors.entry(kind).or_insert(0) += 1,
         }
         if id == 0 && last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
@@ -287,46 +298,6 @@ async fn worker(
         }
     }
     out
-}
-
-type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
-
-async fn connect(authority: &str) -> Result<Sender, String> {
-    let stream = tokio::net::TcpStream::connect(authority)
-        .await
-        .map_err(|e| format!("connect: {}", e.kind()))?;
-    let _ = stream.set_nodelay(true);
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|_| "connection: handshake".to_owned())?;
-    tokio::spawn(conn);
-    Ok(sender)
-}
-
-async fn request(sender: &mut Sender, authority: &str, path: &str) -> Result<String, String> {
-    sender
-        .ready()
-        .await
-        .map_err(|_| "connection: closed".to_owned())?;
-    let req = hyper::Request::get(path)
-        .header(hyper::header::HOST, authority)
-        .body(Empty::<Bytes>::new())
-        .map_err(|_| "request: invalid".to_owned())?;
-    let response = sender
-        .send_request(req)
-        .await
-        .map_err(|_| "connection: reset".to_owned())?;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|_| "connection: body".to_owned())?
-        .to_bytes();
-    if !status.is_success() {
-        return Err(format!("status {}", status.as_u16()));
-    }
-    Ok(source_of(&body).unwrap_or("ceiling").to_owned())
 }
 
 /// A plain-text table of one or more results side by side.

@@ -8,6 +8,7 @@ mod compare;
 mod load;
 mod report;
 mod stats;
+mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
