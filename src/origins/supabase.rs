@@ -124,7 +124,17 @@ impl SupabaseOrigin {
         if e.is_timeout() {
             OriginError::Timeout(self.timeout)
         } else {
-            OriginError::Unreachable(e.without_url().to_string())
+            // reqwest's own text is only "error sending request": add its causes (e.g.
+            // "tcp connect error: Connection refused"), which carry no URL or key.
+            let e = e.without_url();
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                text.push_str(": ");
+                text.push_str(&c.to_string());
+                cause = c.source();
+            }
+            OriginError::Unreachable(text)
         }
     }
 

@@ -1,8 +1,11 @@
 //! `TestRedis`: a private redis-server on a free loopback port, with stop/start, pause
-//! (SIGSTOP) and a `redis-cli` shortcut. Nothing is persisted; drop kills it.
+//! (SIGSTOP) and a `redis-cli` shortcut. Nothing is persisted; drop kills it. Variants
+//! require a password (`start_with_password`) or speak only TLS (`start_tls`, with a
+//! throw-away CA and server certificate made by the `openssl` CLI).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -16,22 +19,55 @@ pub struct TestRedis {
     port: u16,
     dir: TempDir,
     child: Option<Child>,
+    mode: Mode,
+}
+
+/// How the server is reached.
+enum Mode {
+    Plain,
+    Password(String),
+    /// TLS only (`--port 0`); the certificates are in the server's dir.
+    Tls,
 }
 
 impl TestRedis {
     /// Starts redis-server on a free port and waits until it answers PING.
     pub fn start() -> TestRedis {
+        TestRedis::start_mode(Mode::Plain)
+    }
+
+    /// Like `start`, with `--requirepass password`.
+    pub fn start_with_password(password: &str) -> TestRedis {
+        TestRedis::start_mode(Mode::Password(password.to_owned()))
+    }
+
+    /// A TLS-only server (`--tls-port`, no client certificates) whose certificate, for
+    /// IP 127.0.0.1, is signed by a fresh CA: trust `ca_file()` to reach it.
+    pub fn start_tls() -> TestRedis {
+        TestRedis::start_mode(Mode::Tls)
+    }
+
+    fn start_mode(mode: Mode) -> TestRedis {
         let dir = tempfile::Builder::new()
             .prefix("codette-redis-")
             .tempdir()
             .expect("tempdir");
+        if matches!(mode, Mode::Tls) {
+            make_certificates(dir.path());
+        }
         let mut redis = TestRedis {
             port: free_port(),
             dir,
             child: None,
+            mode,
         };
         redis.spawn();
         redis
+    }
+
+    /// The CA certificate (PEM) of a `start_tls` server.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
     }
 
     pub fn port(&self) -> u16 {
@@ -73,8 +109,8 @@ impl TestRedis {
 
     /// Runs `redis-cli -p P <args>` and returns its stdout without the trailing newline.
     pub fn cmd(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+        let out = self
+            .cli()
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -89,9 +125,33 @@ impl TestRedis {
             .to_string()
     }
 
-    /// True when the server answers PING within 200 ms.
+    /// True when the server answers PING (within 200 ms when plain).
     pub fn ping(&self) -> bool {
-        ping(self.port)
+        match self.mode {
+            Mode::Plain => ping(self.port),
+            _ => self
+                .cli()
+                .arg("PING")
+                .stdin(Stdio::null())
+                .output()
+                .is_ok_and(|out| out.stdout.starts_with(b"PONG")),
+        }
+    }
+
+    /// `redis-cli` pointed at this server, with its password or TLS settings.
+    fn cli(&self) -> Command {
+        let mut cli = Command::new("redis-cli");
+        cli.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        match &self.mode {
+            Mode::Plain => {}
+            Mode::Password(password) => {
+                cli.args(["--no-auth-warning", "-a", password]);
+            }
+            Mode::Tls => {
+                cli.arg("--tls").arg("--cacert").arg(self.ca_file());
+            }
+        }
+        cli
     }
 
     /// The server's own log (stdout and stderr).
@@ -105,9 +165,32 @@ impl TestRedis {
 
     fn spawn(&mut self) {
         let (out, err) = log_stdio(&self.dir.path().join("redis.log"));
-        let child = Command::new("redis-server")
-            .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
-            .args(["--port", &self.port.to_string()])
+        let port = self.port.to_string();
+        let mut server = Command::new("redis-server");
+        server.args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"]);
+        match &self.mode {
+            Mode::Plain => server.args(["--port", &port]),
+            Mode::Password(password) => server.args(["--port", &port, "--requirepass", password]),
+            Mode::Tls => {
+                let file = |name: &str| self.dir.path().join(name);
+                server
+                    .args([
+                        "--port",
+                        "0",
+                        "--tls-port",
+                        &port,
+                        "--tls-auth-clients",
+                        "no",
+                    ])
+                    .arg("--tls-cert-file")
+                    .arg(file("server.pem"))
+                    .arg("--tls-key-file")
+                    .arg(file("server.key"))
+                    .arg("--tls-ca-cert-file")
+                    .arg(file("ca.pem"))
+            }
+        };
+        let child = server
             .arg("--dir")
             .arg(self.dir.path())
             .stdin(Stdio::null())
@@ -119,9 +202,9 @@ impl TestRedis {
         let port = self.port;
         let ready = wait_until(Duration::from_secs(15), || {
             let exited = matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(Some(_))));
-            exited || ping(port)
+            exited || self.ping()
         });
-        if !ready || !ping(port) {
+        if !ready || !self.ping() {
             self.stop();
             panic!("redis-server did not start on {port}:\n{}", self.logs());
         }
@@ -145,4 +228,83 @@ fn ping(port: u16) -> bool {
     let mut buf = [0u8; 16];
     stream.write_all(b"PING\r\n").is_ok()
         && matches!(stream.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+}
+
+/// Writes `ca.pem` (a fresh CA) and `server.pem` / `server.key` (signed by it, for IP
+/// 127.0.0.1) into `dir` with the `openssl` CLI; P-256 keys, valid two days.
+fn make_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run openssl (is it installed?)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &[
+                "req",
+                "-x509",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=codette-cache test CA",
+            ],
+            &key[..],
+            &["-keyout", "ca.key", "-out", "ca.pem"],
+            &["-addext", "basicConstraints=critical,CA:TRUE"],
+            &["-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"],
+            &key[..],
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write server.ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
 }
