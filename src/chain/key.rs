@@ -30,9 +30,14 @@ impl Key {
                 .as_bytes(),
         );
         let digest = hasher.finalize();
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut text = String::with_capacity(Self::PREFIX.len() + 32);
         text.push_str(Self::PREFIX);
-        text.push_str(&hex::encode(digest));
+        // By hand: hex::encode collects chars one by one (4.6 % of a memory hit).
+        for byte in digest {
+            text.push(char::from(HEX[usize::from(byte >> 4)]));
+            text.push(char::from(HEX[usize::from(byte & 0x0f)]));
+        }
         Key(text)
     }
 
