@@ -356,7 +356,7 @@ fn key_of(message: &str, filename: Option<&str>) -> String {
             .unwrap_or("none")
             .as_bytes(),
     );
-    format!("context:{}", hex::encode(md5.finalize()))
+    format!("context:{:x}", md5.finalize())
 }
 
 /// `^context:[0-9a-f]{32}$`
