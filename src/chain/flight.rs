@@ -1,11 +1,14 @@
 //! Single flight: concurrent misses for one key share one origin call. The leader's
 //! call runs in its own task, so it finishes (and fills the tiers) even if every client
 //! waiting on it disconnects; its result, value or error, reaches every waiter, and the
-//! key is released when the task ends, however it ends, so no key stays stuck.
+//! key is released when the task ends, however it ends, so no key stays stuck. An error,
+//! or an answer that will not be stored, releases the key before it is published: a
+//! request that comes after it starts a new call instead of joining the finished one.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
@@ -21,10 +24,11 @@ pub type FlightResult = Result<Bytes, Arc<OriginError>>;
 
 type Waiting = Shared<BoxFuture<'static, FlightResult>>;
 
-/// The flights in the air, by key.
+/// The flights in the air, by key, each with its own id.
 #[derive(Default)]
 pub struct Flights {
-    inflight: Mutex<HashMap<Key, Waiting>>,
+    inflight: Mutex<HashMap<Key, (u64, Waiting)>>,
+    next_id: AtomicU64,
 }
 
 /// Whether this request started the flight or joined one.
@@ -39,11 +43,11 @@ impl Flights {
     /// wait for its back-fill), and runs to the end in its own task.
     pub fn join<F, Fut>(self: &Arc<Self>, key: &Key, work: F) -> (Role, Waiting)
     where
-        F: FnOnce(oneshot::Sender<FlightResult>) -> Fut,
+        F: FnOnce(Publisher) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let mut inflight = self.inflight.lock();
-        if let Some(waiting) = inflight.get(key) {
+        if let Some((_, waiting)) = inflight.get(key) {
             return (Role::Waiter, waiting.clone());
         }
         let (tx, rx) = oneshot::channel();
@@ -51,14 +55,24 @@ impl Flights {
             .map(|r| r.unwrap_or_else(|_| Err(Arc::new(OriginError::Aborted))))
             .boxed()
             .shared();
-        inflight.insert(key.clone(), waiting.clone());
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        inflight.insert(key.clone(), (id, waiting.clone()));
         drop(inflight);
 
         let release = Release {
             flights: Arc::clone(self),
             key: key.clone(),
+            id,
         };
-        let fut = work(tx);
+        let publisher = Publisher {
+            tx,
+            release: Release {
+                flights: Arc::clone(self),
+                key: key.clone(),
+                id,
+            },
+        };
+        let fut = work(publisher);
         tokio::spawn(async move {
             let _release = release;
             fut.await;
@@ -76,15 +90,55 @@ impl Flights {
     }
 }
 
+/// Publishes a flight's result to its waiters.
+pub struct Publisher {
+    tx: oneshot::Sender<FlightResult>,
+    release: Release,
+}
+
+impl Publisher {
+    /// Sends the result; an error first releases the key (errors are never shared
+    /// with requests that arrive after them).
+    ///
+    /// # Errors
+    /// The result back when no one is waiting any more.
+    pub fn send(self, result: FlightResult) -> Result<(), FlightResult> {
+        if result.is_err() {
+            self.release.release();
+        }
+        self.tx.send(result)
+    }
+
+    /// Releases the key now: for an answer that will not be stored, so a request that
+    /// comes after it calls the origin again.
+    pub fn release(&self) {
+        self.release.release();
+    }
+}
+
 /// Removes the key when the flight's task ends, even by panic.
 struct Release {
     flights: Arc<Flights>,
     key: Key,
+    id: u64,
+}
+
+impl Release {
+    /// Removes the key if it is still this flight's (a later flight keeps its own).
+    fn release(&self) {
+        let mut inflight = self.flights.inflight.lock();
+        if inflight
+            .get(&self.key)
+            .is_some_and(|(id, _)| *id == self.id)
+        {
+            inflight.remove(&self.key);
+        }
+    }
 }
 
 impl Drop for Release {
     fn drop(&mut self) {
-        self.flights.inflight.lock().remove(&self.key);
+        self.release();
     }
 }
 
@@ -130,5 +184,32 @@ mod tests {
             let _ = tx.send(Ok(Bytes::new()));
         });
         assert!(matches!(role, Role::Leader));
+    }
+
+    /// A request arriving after a flight's error was answered starts a new call even
+    /// while the failed task is still running, and that task's end leaves it in place.
+    #[tokio::test]
+    async fn an_error_is_not_shared_with_later_requests() {
+        let flights = Arc::new(Flights::default());
+        let key = Key::derive("m", None, false);
+        let (finish, finished) = oneshot::channel::<()>();
+        let (_, w) = flights.join(&key, |tx| async move {
+            let _ = tx.send(Err(Arc::new(OriginError::Aborted)));
+            let _ = finished.await;
+        });
+        assert!(w.await.is_err());
+        let (role, w) = flights.join(&key, |tx| async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _ = tx.send(Ok(Bytes::from_static(b"{}")));
+        });
+        assert!(matches!(role, Role::Leader), "joined the failed flight");
+        let _ = finish.send(());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let (role, _) = flights.join(&key, |_| async {});
+        assert!(
+            matches!(role, Role::Waiter),
+            "the old task released the new flight"
+        );
+        assert_eq!(w.await.unwrap(), Bytes::from_static(b"{}"));
     }
 }

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use crate::metrics::{Metrics, TierOp};
 use crate::origins::{ContextRequest, Origin, OriginError};
 use crate::tiers::{Found, Tier, TierError, TierKind};
-pub use flight::{FlightResult, Flights, Role};
+pub use flight::{FlightResult, Flights, Publisher, Role};
 pub use key::{Key, normalized};
 pub use variants::Variants;
 
@@ -219,6 +219,10 @@ impl Chain {
             metrics.origin_call(result.as_ref().map(|_| ()), started.elapsed());
             match result {
                 Ok((body, cacheable)) => {
+                    if !cacheable {
+                        // Not stored, so not shared with requests that come after it.
+                        tx.release();
+                    }
                     // Local tiers first (microseconds), so a request arriving right after
                     // the answer is a hit; remote tiers after the waiters are answered.
                     let (local, remote): (Vec<&Tier>, Vec<&Tier>) = tiers

@@ -56,10 +56,22 @@ impl ApiError {
     }
 
     pub fn reply(&self) -> warp::reply::Response {
-        json_reply(
+        let mut response = json_reply(
             &json!({"error": {"code": self.code, "message": self.message}}),
             self.status,
-        )
+        );
+        // A body refused (413) or abandoned (408) may be left unread, and hyper then
+        // closes the connection: say so, or a keep-alive client reuses it and fails.
+        if matches!(
+            self.status,
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+        ) {
+            response.headers_mut().insert(
+                warp::http::header::CONNECTION,
+                warp::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }
 

@@ -117,6 +117,12 @@ impl Daemon {
         self.child.id()
     }
 
+    /// The config file the daemon was started with (`--config`); rewrite it, then
+    /// `signal("HUP")`, to test a reload.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
     /// Runs `kill -<name> <pid>`, e.g. `signal("TERM")`, `signal("HUP")`.
     pub fn signal(&self, name: &str) {
         assert!(send_signal(&[self.pid()], name), "kill -{name} failed");

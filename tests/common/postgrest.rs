@@ -1,7 +1,8 @@
 //! `Postgrest`: a small PostgREST-shaped HTTP gateway (warp, on its own tokio runtime in
 //! a background thread) that runs `POST|GET /rest/v1/rpc/{function}` on a TestPostgres,
-//! checks the Supabase-style `apikey` + `Authorization: Bearer` headers, and injects
-//! faults on demand (delay, error status, malformed or huge bodies).
+//! answers `GET /rest/v1/` (the root a health check asks) by the same rules, checks the
+//! Supabase-style `apikey` + `Authorization: Bearer` headers, and injects faults on
+//! demand (delay, error status, malformed or huge bodies).
 
 use std::convert::Infallible;
 use std::net::TcpListener;
@@ -176,6 +177,9 @@ async fn handle(
     headers: HeaderMap,
     body: bytes::Bytes,
 ) -> Result<Response<String>, Infallible> {
+    if matches!(path.as_str(), "/rest/v1" | "/rest/v1/") {
+        return Ok(root(&state, &headers).await);
+    }
     let Some(function) = path.as_str().strip_prefix("/rest/v1/rpc/") else {
         return Ok(error(
             404,
@@ -225,6 +229,35 @@ async fn handle(
         _ => return Ok(error(405, "PGRST117", "Unsupported HTTP method")),
     };
     Ok(call(&state, function, args).await)
+}
+
+/// `GET /rest/v1/`, PostgREST's root (what a health check asks): 401 for a wrong key,
+/// the injected fail status, 503 when the database does not answer, else 200. Not counted
+/// in `calls()` and not delayed.
+async fn root(state: &State, headers: &HeaderMap) -> Response<String> {
+    if !authorised(headers, &state.api_key) {
+        return error(401, "PGRST301", "JWT invalid or missing API key");
+    }
+    match state.faults.fail_status.load(Ordering::SeqCst) {
+        0 => {}
+        status => return error(status, "PGRST000", "injected failure"),
+    }
+    let client = match checkout(state).await {
+        Ok(client) => client,
+        Err(e) => return unavailable(&e),
+    };
+    if let Err(e) = client.simple_query("SELECT 1").await {
+        return unavailable(&e);
+    }
+    state
+        .pool
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(client);
+    reply(
+        200,
+        json!({"swagger": "2.0", "info": {"title": "PostgREST API"}}).to_string(),
+    )
 }
 
 fn authorised(headers: &HeaderMap, key: &str) -> bool {
