@@ -4,6 +4,7 @@
 
 mod admin;
 mod body;
+mod clock;
 mod context;
 mod dashboards;
 mod health;
@@ -62,7 +63,7 @@ pub fn round2(x: f64) -> f64 {
 
 /// Now, as RFC 3339 UTC with microseconds (the original's timestamp precision).
 pub fn timestamp() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    clock::now()
 }
 
 /// A JSON reply with a status.
