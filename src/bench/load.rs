@@ -1,6 +1,6 @@
-//! The load generator: N workers, each on its own keep-alive HTTP/1.1 connection (raw
-//! hyper, precomputed request paths, only `"source":"…"` read from each answer, so the
-//! client costs little next to the server). Closed loop by default; with `--rate` an
+//! The load generator: N workers, each on its own keep-alive HTTP/1.1 connection (a
+//! minimal wire client, precomputed requests, one event loop per core, only
+//! `"source":"…"` read from each answer, so the client costs little next to the server). Closed loop by default; with `--rate` an
 //! open loop whose latencies are measured from each request's intended start, so a
 //! stalled server cannot hide its stall (coordinated omission).
 
@@ -14,8 +14,9 @@ use rand::rngs::SmallRng;
 use rand_distr::{Distribution, Zipf};
 use serde::Serialize;
 
+use super::progress::{Counter, Progress};
 use super::wire::{Conn, get_request};
-use crate::metrics::Percentiles;
+use crate::metrics::{Percentiles, empty_histogram as histogram};
 
 /// How keys are drawn.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -52,7 +53,8 @@ pub struct LoadPlan {
     pub keys: u64,
     pub distribution: KeyDistribution,
     pub rate: Option<f64>,
-    pub progress: bool,
+    /// Progress as a bar (stderr is a terminal) or as plain lines.
+    pub progress_bar: bool,
     /// Prefix of every message, so runs do not share keys unless asked to.
     pub prefix: String,
 }
@@ -94,10 +96,6 @@ struct Worker {
     requests: u64,
 }
 
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant bounds")
-}
-
 /// The `cache.source` value in a context answer, without parsing the JSON.
 pub fn source_of(body: &[u8]) -> Option<&str> {
     const NEEDLE: &[u8] = b"\"source\":\"";
@@ -132,33 +130,59 @@ pub async fn run(plan: &LoadPlan) -> anyhow::Result<LoadResult> {
     let paths = std::sync::Arc::new(paths);
     let started = Instant::now();
     let deadline = started + plan.duration;
-    let bar = progress(plan);
-    let mut tasks = Vec::new();
-    for w in 0..plan.concurrency {
+    let progress = Progress::start(plan.duration, plan.progress_bar);
+    let interval = plan
+        .rate
+        .map(|r| Duration::from_secs_f64(plan.concurrency as f64 / r));
+    // Like wrk's threads: one single-threaded event loop per core, each with its share
+    // of the connections, so no request pays for work stealing or cross-thread wake-ups.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(plan.concurrency);
+    let mut loops = Vec::with_capacity(threads);
+    for t in 0..threads {
         let (paths, authority, distribution) =
             (paths.clone(), authority.clone(), plan.distribution);
-        let interval = plan
-            .rate
-            .map(|r| Duration::from_secs_f64(plan.concurrency as f64 / r));
-        let bar = bar.clone();
-        tasks.push(tokio::spawn(async move {
-            worker(
-                w as u64,
-                &authority,
-                &paths,
-                distribution,
-                deadline,
-                interval,
-                bar,
-            )
-            .await
-        }));
+        let ids: Vec<u64> = (t..plan.concurrency)
+            .step_by(threads)
+            .map(|w| w as u64)
+            .collect();
+        let counters: Vec<Counter> = ids.iter().map(|_| progress.counter()).collect();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("load-{t}"))
+            .spawn(move || {
+                let workers = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map(|rt| {
+                        let workers = ids.into_iter().zip(counters).map(|(id, counter)| {
+                            worker(
+                                id,
+                                &authority,
+                                &paths,
+                                distribution,
+                                deadline,
+                                interval,
+                                counter,
+                            )
+                        });
+                        rt.block_on(futures_util::future::join_all(workers))
+                    });
+                let _ = tx.send(workers);
+            })
+            .context("cannot start a load thread")?;
+        loops.push(rx);
     }
     let mut by_source: BTreeMap<String, Histogram<u64>> = BTreeMap::new();
     let mut errors = BTreeMap::new();
     let mut requests = 0;
-    for t in tasks {
-        let w = t.await.context("a load worker panicked")?;
+    let mut workers = Vec::with_capacity(plan.concurrency);
+    for rx in loops {
+        let done = rx.await.context("a load thread panicked")?;
+        workers.extend(done.context("cannot start a load thread's runtime")?);
+    }
+    for w in workers {
         requests += w.requests;
         for (k, h) in w.histograms {
             by_source.entry(k).or_insert_with(histogram).add(&h).ok();
@@ -167,9 +191,7 @@ pub async fn run(plan: &LoadPlan) -> anyhow::Result<LoadResult> {
             *errors.entry(k).or_insert(0) += v;
         }
     }
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
+    progress.finish();
     let seconds = started
         .elapsed()
         .as_secs_f64()
@@ -202,18 +224,6 @@ pub async fn run(plan: &LoadPlan) -> anyhow::Result<LoadResult> {
     })
 }
 
-fn progress(plan: &LoadPlan) -> Option<indicatif::ProgressBar> {
-    if !plan.progress {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new(plan.duration.as_secs().max(1));
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:40}] {msg}")
-            .ok()?,
-    );
-    Some(bar)
-}
-
 async fn worker(
     id: u64,
     authority: &str,
@@ -221,7 +231,7 @@ async fn worker(
     distribution: KeyDistribution,
     deadline: Instant,
     interval: Option<Duration>,
-    bar: Option<indicatif::ProgressBar>,
+    mut counter: Counter,
 ) -> Worker {
     let authority = authority.to_owned();
     let authority = authority.as_str();
@@ -239,7 +249,6 @@ async fn worker(
     // Open loop: each worker's schedule starts at a staggered offset.
     let mut next =
         Instant::now() + interval.map_or(Duration::ZERO, |i| i.mul_f64((id % 97) as f64 / 97.0));
-    let mut last_tick = Instant::now();
     while Instant::now() < deadline {
         let intended = match interval {
             Some(i) => {
@@ -290,12 +299,7 @@ async fn worker(
             }
             Err(kind) => *out.errors.entry(kind).or_insert(0) += 1,
         }
-        if id == 0 && last_tick.elapsed() >= Duration::from_secs(1) {
-            last_tick = Instant::now();
-            if let Some(bar) = &bar {
-                bar.inc(1);
-            }
-        }
+        counter.one();
     }
     out
 }

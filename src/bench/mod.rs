@@ -6,6 +6,7 @@
 mod ceiling;
 mod compare;
 mod load;
+mod progress;
 mod report;
 mod stats;
 mod wire;
@@ -149,7 +150,7 @@ async fn load_mode(args: &BenchArgs, load: &LoadArgs) -> anyhow::Result<ExitCode
         keys: load.keys,
         distribution: load.distribution,
         rate: load.rate,
-        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        progress_bar: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         prefix: load.prefix.clone(),
     };
     if load.compare {
