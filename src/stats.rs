@@ -71,17 +71,12 @@ impl Snapshot {
             .iter()
             .map(|&k| metrics.total(Outcome::Hit(k)))
             .sum();
-        let mut hit_hdr = Percentiles::default();
-        let mut per_tier_latency = Vec::new();
-        for &k in &TierKind::ALL {
-            let p = metrics.percentiles(Outcome::Hit(k));
-            per_tier_latency.push((k, p));
-            if p.count > hit_hdr.count {
-                // The dominant tier's percentiles stand for "hit" when both serve;
-                // per-tier figures are beside them.
-                hit_hdr = p;
-            }
-        }
+        let hit_outcomes = TierKind::ALL.map(Outcome::Hit);
+        let stale_outcomes = TierKind::ALL.map(Outcome::Stale);
+        let per_tier_latency = TierKind::ALL
+            .iter()
+            .map(|&k| (k, metrics.percentiles(Outcome::Hit(k))))
+            .collect();
         let tiers = chain
             .tiers()
             .iter()
@@ -108,9 +103,9 @@ impl Snapshot {
             errors: metrics.count(Outcome::Error),
             avg_hit_ms: mean_ms(hit_total, hits),
             avg_miss_ms: mean_ms(metrics.total(Outcome::Miss), metrics.count(Outcome::Miss)),
-            hit: hit_hdr,
+            hit: metrics.percentiles_of(&hit_outcomes),
             miss: metrics.percentiles(Outcome::Miss),
-            stale_latency: metrics.percentiles(Outcome::Stale(TierKind::Memory)),
+            stale_latency: metrics.percentiles_of(&stale_outcomes),
             error_latency: metrics.percentiles(Outcome::Error),
             per_tier_latency,
             origin_latency: metrics.origin_percentiles(),

@@ -560,6 +560,32 @@ async fn known_traffic_figures_in_the_four_dashboards() {
     let uptime = f(&m["uptime_seconds"]);
     assert!(uptime > 0.0, "uptime {uptime}");
 
+    // The HDR percentiles beside them: exact counts, "hit" merged over every tier,
+    // ordered quantiles, and misses that include the origin's delay.
+    let lp = &m["latency_percentiles"];
+    let tiers = &lp["hit_by_tier"];
+    assert_eq!(u(&lp["hit"]["count"]), 42, "{lp}");
+    assert_eq!(
+        u(&tiers["memory"]["count"]) + u(&tiers["redis"]["count"]),
+        42,
+        "{lp}"
+    );
+    assert_eq!(u(&lp["miss"]["count"]), 8, "{lp}");
+    assert_eq!(u(&lp["origin_call"]["count"]), 8, "{lp}");
+    assert_eq!(u(&lp["error"]["count"]), 0, "{lp}");
+    for outcome in ["hit", "miss", "origin_call"] {
+        let q: Vec<f64> = ["p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms"]
+            .iter()
+            .map(|k| f(&lp[outcome][k]))
+            .collect();
+        assert!(q.windows(2).all(|w| w[0] <= w[1]), "{outcome}: {q:?}");
+    }
+    let delay_ms = ORIGIN_DELAY.as_secs_f64() * 1000.0;
+    assert!(f(&lp["miss"]["p50_ms"]) >= delay_ms, "{lp}");
+    assert!(f(&lp["hit"]["p99_ms"]) < f(&lp["miss"]["p50_ms"]), "{lp}");
+    // HDR keeps 3 significant digits: the max is within 0.1 % of the slowest miss.
+    assert!(f(&lp["miss"]["max_ms"]) * 1.001 + 0.01 >= miss, "{lp}");
+
     // /codette/cache/metrics
     let p = &metrics["performance_dashboard"];
     assert_eq!(p["cache_hit_rate"], "84.0%");

@@ -22,6 +22,12 @@ thread_local! {
     static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed);
 }
 
+/// An empty histogram with the bounds every latency here uses.
+pub fn empty() -> Histogram<u64> {
+    Histogram::new_with_bounds(LOWEST_MICROS, HIGHEST_MICROS, SIGFIG)
+        .expect("constant bounds are valid")
+}
+
 /// A histogram of microseconds, sharded by thread.
 pub struct ShardedHistogram {
     shards: Box<[Mutex<Histogram<u64>>]>,
@@ -29,14 +35,7 @@ pub struct ShardedHistogram {
 
 impl ShardedHistogram {
     pub fn new(shards: usize) -> Self {
-        let shards = (0..shards.max(1))
-            .map(|_| {
-                Mutex::new(
-                    Histogram::new_with_bounds(LOWEST_MICROS, HIGHEST_MICROS, SIGFIG)
-                        .expect("constant bounds are valid"),
-                )
-            })
-            .collect();
+        let shards = (0..shards.max(1)).map(|_| Mutex::new(empty())).collect();
         Self { shards }
     }
 
@@ -51,13 +50,17 @@ impl ShardedHistogram {
 
     /// All shards merged.
     pub fn merged(&self) -> Histogram<u64> {
-        let mut all = Histogram::new_with_bounds(LOWEST_MICROS, HIGHEST_MICROS, SIGFIG)
-            .expect("constant bounds are valid");
+        let mut all = empty();
+        self.merge_into(&mut all);
+        all
+    }
+
+    /// Adds every shard into `all` (a histogram from [`empty`]).
+    pub fn merge_into(&self, all: &mut Histogram<u64>) {
         for shard in self.shards.iter() {
             // Same bounds on both sides, so adding cannot fail.
             let _ = all.add(&*shard.lock());
         }
-        all
     }
 
     /// Empties every shard.

@@ -13,7 +13,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-pub use hdr::{Percentiles, ShardedHistogram};
+pub use hdr::{Percentiles, ShardedHistogram, empty as empty_histogram};
 
 use crate::origins::OriginError;
 use crate::tiers::TierKind;
@@ -463,7 +463,17 @@ impl Metrics {
     }
 
     pub fn percentiles(&self, outcome: Outcome) -> Percentiles {
-        Percentiles::of(&self.outcomes[outcome.index()].hdr.merged())
+        self.percentiles_of(&[outcome])
+    }
+
+    /// Percentiles of several outcomes' requests together (e.g. hits of every tier),
+    /// from their histograms merged: percentiles cannot be combined any other way.
+    pub fn percentiles_of(&self, outcomes: &[Outcome]) -> Percentiles {
+        let mut all = hdr::empty();
+        for outcome in outcomes {
+            self.outcomes[outcome.index()].hdr.merge_into(&mut all);
+        }
+        Percentiles::of(&all)
     }
 
     pub fn origin_percentiles(&self) -> Percentiles {
