@@ -10,7 +10,7 @@ use figment::Jail;
 fn keys(value: &toml::Value, prefix: &str, out: &mut Vec<String>) {
     if let toml::Value::Table(table) = value {
         for (k, v) in table {
-            out.push(k.clone());
+            out.push(format!("{prefix}{k}"));
             keys(v, &format!("{prefix}{k}."), out);
         }
     }
@@ -34,7 +34,7 @@ ttl_secs = 1"#,
     ];
     for tier in extra {
         let t: TierConfig = toml::from_str(tier).unwrap();
-        keys(&toml::Value::try_from(&t).unwrap(), "", &mut names);
+        keys(&toml::Value::try_from(&t).unwrap(), "tiers.", &mut names);
     }
     let origins: &[&str] = &[
         r#"type = "supabase"
@@ -47,13 +47,17 @@ path = "p""#,
     ];
     for origin in origins {
         let o: OriginConfig = toml::from_str(origin).unwrap();
-        keys(&toml::Value::try_from(&o).unwrap(), "", &mut names);
+        keys(&toml::Value::try_from(&o).unwrap(), "origin.", &mut names);
     }
     let admin = AdminConfig {
         token_file: Some("t".into()),
         ..AdminConfig::default()
     };
-    keys(&toml::Value::try_from(&admin).unwrap(), "", &mut names);
+    keys(
+        &toml::Value::try_from(&admin).unwrap(),
+        "admin.",
+        &mut names,
+    );
     names.sort();
     names.dedup();
     names
@@ -75,7 +79,8 @@ fn reference_config_states_the_defaults() {
 #[test]
 fn reference_config_mentions_every_option() {
     let missing: Vec<String> = all_option_names()
-        .into_iter()
+        .iter()
+        .map(|path| path.rsplit('.').next().unwrap_or(path).to_owned())
         .filter(|name| name != "type")
         .filter(|name| {
             !EMBEDDED.lines().any(|l| {
@@ -89,6 +94,23 @@ fn reference_config_mentions_every_option() {
     assert!(
         missing.is_empty(),
         "config.toml does not mention: {missing:?}"
+    );
+}
+
+/// Every option outside `[[tiers]]` (an array, so file-only) names the env variable
+/// that overrides it in config.toml, spelled exactly.
+#[test]
+fn reference_config_names_every_env_override() {
+    let missing: Vec<String> = all_option_names()
+        .iter()
+        .filter(|path| path.matches('.').count() == 1 && !path.starts_with("tiers."))
+        .filter(|path| !path.ends_with(".type"))
+        .map(|path| format!("CODETTE_CACHE_{}", path.replace('.', "__").to_uppercase()))
+        .filter(|env| !EMBEDDED.contains(env.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "config.toml does not name these overrides: {missing:?}"
     );
 }
 
