@@ -1601,7 +1601,7 @@ fn soak_zipf_load_is_bounded_and_counted_exactly() {
 // 10. Redis AUTH and TLS
 // ---------------------------------------------------------------------------------------
 
-/// Redis with requirepass: the right password gives Redis writes and hits; a wrong one leaves the tier "unavailable" and requests still succeed.
+/// Redis with requirepass: the right password gives Redis writes and hits; a wrong one leaves the tier "unavailable" and requests still succeed; an ACL user (`redis://user:password@`) limited to `context:*` works too.
 #[test]
 fn redis_password_right_and_wrong() {
     shared(async {
@@ -1645,8 +1645,32 @@ fn redis_password_right_and_wrong() {
             redis_state(&bad).await,
             ("unavailable".to_owned(), Some(0.0))
         );
+
+        // An ACL user limited to the context:* keys (AUTH user password).
+        let acl = [
+            "ACL",
+            "SETUSER",
+            "codette",
+            "on",
+            ">user-pass",
+            "~context:*",
+            "+@all",
+        ];
+        assert_eq!(redis.cmd(&acl), "OK");
+        let user_url = format!("redis://codette:user-pass@127.0.0.1:{}/0", redis.port());
+        let user = Daemon::start(&memory_redis_sample(&user_url, 300));
+        wait_redis(&user, "connected", Duration::from_secs(5))
+            .await
+            .expect("the ACL user never connected");
+        let as_user = "reverb as an acl user";
+        assert_eq!(ask_ok(&user, as_user).await.source(), "origin");
+        poll(Duration::from_secs(2), async || {
+            (redis.cmd(&["EXISTS", &key(as_user)]) == "1").then_some(())
+        })
+        .await
+        .expect("the ACL user's answer never reached Redis");
         println!(
-            "redis auth: hits with the right password; wrong password: unavailable, requests served by the origin"
+            "redis auth: hits with the right password and as an ACL user; wrong password: unavailable, requests served by the origin"
         );
     });
 }
