@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::chain::{Chain, Policy};
+use crate::chain::{Chain, Key, Policy};
 use crate::config::Config;
 use crate::http::{self, State};
 use crate::metrics::Metrics;
@@ -72,7 +72,14 @@ pub fn build_state(config: Config, metrics: Arc<Metrics>) -> Result<State, AppEr
         kind: config.origin.kind(),
         source,
     })?;
-    let chain = Chain::new(tiers, origin, Arc::clone(&metrics), policy(&config));
+    let namespace = Key::namespace(config.origin.function());
+    let chain = Chain::new(
+        namespace,
+        tiers,
+        origin,
+        Arc::clone(&metrics),
+        policy(&config),
+    );
     Ok(State {
         chain,
         metrics,

@@ -723,6 +723,49 @@ fn empty_answers_and_origin_errors_are_not_cached() {
     });
 }
 
+/// Two daemons sharing one Redis, one calling the original function and one another
+/// function, never serve each other's answers: the other function's keys live under
+/// `context:<function>:`, the original's keys stay the original's.
+#[test]
+fn other_rpc_functions_have_their_own_key_namespace() {
+    run(async {
+        let pg = TestPostgres::start();
+        pg.execute(
+            "CREATE FUNCTION public.get_codette_summary(input_prompt text, \
+                 optionally_filename text DEFAULT NULL) RETURNS jsonb LANGUAGE sql STABLE AS $$ \
+               SELECT jsonb_build_object('summary', input_prompt) $$",
+        );
+        let rest = Postgrest::start(&pg, API_KEY);
+        let redis = TestRedis::start();
+        let tiers = [memory(300), redis_tier(&redis.url(), 250, 300)];
+        let original = Daemon::start(&config(&tiers, &supabase(&rest)));
+        let other_origin = supabase(&rest).replace("get_codette_context", "get_codette_summary");
+        let other = Daemon::start(&config(&tiers, &other_origin));
+        for d in [&original, &other] {
+            assert!(wait_redis_state(d, "connected", Duration::from_secs(2)).await);
+        }
+
+        let a = ask_ok(&original, REVERB).await;
+        assert_eq!((a.source(), a.key()), ("origin", REVERB_KEY));
+        redis_value(&redis, REVERB_KEY).await;
+        let b = ask_ok(&other, REVERB).await;
+        let other_key = REVERB_KEY.replace("context:", "context:get_codette_summary:");
+        assert_eq!(
+            (b.source(), b.key()),
+            ("origin", other_key.as_str()),
+            "{b:?}"
+        );
+        assert_eq!(b.context(), &json!({ "summary": REVERB }));
+        let stored = redis_value(&redis, &other_key).await;
+        assert_eq!(
+            serde_json::from_str::<Value>(&stored).unwrap(),
+            *b.context()
+        );
+        assert_ne!(a.context(), b.context());
+        assert_eq!(rest.calls(), 2, "one call per function");
+    });
+}
+
 // ---------------------------------------------------------------------------------------
 // 9. The postgres origin
 // ---------------------------------------------------------------------------------------

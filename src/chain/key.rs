@@ -1,6 +1,8 @@
 //! Cache keys: the only place they are built. The layout is the original server's, so
 //! both can share one Redis: `context:` + lowercase hex MD5 of
-//! `message + ":" + (filename or "none")`. Clients never choose a raw key.
+//! `message + ":" + (filename or "none")`. Clients never choose a raw key. Answers of
+//! any other RPC function than the original's live under their own namespace,
+//! `context:<function>:`, so daemons calling different functions can share one Redis.
 
 use md5::{Digest, Md5};
 
@@ -12,10 +14,35 @@ impl Key {
     /// The namespace of `get_codette_context` answers.
     pub const PREFIX: &'static str = "context:";
 
-    /// Derives the key of a context request. An empty filename counts as none, as in the
-    /// original (`filename or "none"`). With `normalize`, the message is trimmed, inner
-    /// whitespace collapsed and lowercased first, so near-identical queries share a key.
+    /// The RPC function whose answers use the original's namespace.
+    pub const ORIGINAL_FUNCTION: &'static str = "get_codette_context";
+
+    /// The key prefix of one RPC function's answers: [`Key::PREFIX`] for the original's
+    /// function (schema-qualified as `public.` or not) and for none (the sample origin),
+    /// `context:<function>:` for any other.
+    pub fn namespace(function: Option<&str>) -> String {
+        match function.map(|f| f.strip_prefix("public.").unwrap_or(f)) {
+            None => Self::PREFIX.to_owned(),
+            Some(f) if f == Self::ORIGINAL_FUNCTION => Self::PREFIX.to_owned(),
+            Some(f) => format!("{}{f}:", Self::PREFIX),
+        }
+    }
+
+    /// Derives the key of a context request of the original's function.
     pub fn derive(message: &str, filename: Option<&str>, normalize: bool) -> Key {
+        Self::derive_in(Self::PREFIX, message, filename, normalize)
+    }
+
+    /// Derives the key of a context request under a [`Key::namespace`]. An empty
+    /// filename counts as none, as in the original (`filename or "none"`). With
+    /// `normalize`, the message is trimmed, inner whitespace collapsed and lowercased
+    /// first, so near-identical queries share a key.
+    pub fn derive_in(
+        namespace: &str,
+        message: &str,
+        filename: Option<&str>,
+        normalize: bool,
+    ) -> Key {
         let mut hasher = Md5::new();
         if normalize {
             hasher.update(normalized(message).as_bytes());
@@ -31,8 +58,8 @@ impl Key {
         );
         let digest = hasher.finalize();
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut text = String::with_capacity(Self::PREFIX.len() + 32);
-        text.push_str(Self::PREFIX);
+        let mut text = String::with_capacity(namespace.len() + 32);
+        text.push_str(namespace);
         // By hand: hex::encode collects chars one by one (4.6 % of a memory hit).
         for byte in digest {
             text.push(char::from(HEX[usize::from(byte >> 4)]));
@@ -79,6 +106,27 @@ mod tests {
             Key::derive("how to use reverb in mixing", Some(""), false),
             Key::derive("how to use reverb in mixing", None, false)
         );
+    }
+
+    /// The original's function keeps the original's keys; any other has its own
+    /// namespace, so the same message cannot collide across functions.
+    #[test]
+    fn functions_have_their_own_namespace() {
+        for function in [
+            None,
+            Some("get_codette_context"),
+            Some("public.get_codette_context"),
+        ] {
+            assert_eq!(Key::namespace(function), "context:");
+        }
+        let other = Key::namespace(Some("public.get_codette_summary"));
+        assert_eq!(other, "context:get_codette_summary:");
+        let key = Key::derive_in(&other, "how to use reverb in mixing", None, false);
+        assert_eq!(
+            key.as_str(),
+            "context:get_codette_summary:367ac8be2a4e9fccd1f5aa007d810371"
+        );
+        assert_ne!(key, Key::derive("how to use reverb in mixing", None, false));
     }
 
     /// Normalisation merges case and whitespace variants, and only when asked.

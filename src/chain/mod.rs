@@ -76,6 +76,8 @@ pub struct Policy {
 
 /// The chain of tiers in front of one origin.
 pub struct Chain {
+    /// The key prefix of this origin's answers ([`Key::namespace`]).
+    namespace: String,
     tiers: Arc<[Tier]>,
     origin: Arc<Origin>,
     flights: Arc<Flights>,
@@ -85,8 +87,17 @@ pub struct Chain {
 }
 
 impl Chain {
-    pub fn new(tiers: Vec<Tier>, origin: Origin, metrics: Arc<Metrics>, policy: Policy) -> Self {
+    /// A chain whose keys live under `namespace` ([`Key::namespace`] of the origin's
+    /// function).
+    pub fn new(
+        namespace: String,
+        tiers: Vec<Tier>,
+        origin: Origin,
+        metrics: Arc<Metrics>,
+        policy: Policy,
+    ) -> Self {
         Self {
+            namespace,
             tiers: tiers.into(),
             origin: Arc::new(origin),
             flights: Arc::new(Flights::default()),
@@ -118,7 +129,12 @@ impl Chain {
 
     /// The key a request maps to under the current policy.
     pub fn key_for(&self, message: &str, filename: Option<&str>) -> Key {
-        Key::derive(message, filename, self.policy.load().normalize)
+        Key::derive_in(
+            &self.namespace,
+            message,
+            filename,
+            self.policy.load().normalize,
+        )
     }
 
     /// Answers one context request.
@@ -127,7 +143,8 @@ impl Chain {
     /// [`Failure`] when the origin fails and no stale entry may stand in.
     pub async fn lookup(&self, request: ContextRequest) -> Result<Answer, Failure> {
         let policy = self.policy.load();
-        let key = Key::derive(
+        let key = Key::derive_in(
+            &self.namespace,
             &request.message,
             request.filename.as_deref(),
             policy.normalize,
@@ -369,6 +386,7 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let origin = Origin::Sample(SampleOrigin::new(&SampleConfig::default()).unwrap());
         let chain = Chain::new(
+            Key::PREFIX.to_owned(),
             vec![memory(&metrics), memory(&metrics)],
             origin,
             Arc::clone(&metrics),

@@ -103,6 +103,16 @@ impl OriginConfig {
         }
     }
 
+    /// The RPC function called, `None` for the sample origin (which answers as the
+    /// original's function does).
+    pub fn function(&self) -> Option<&str> {
+        match self {
+            OriginConfig::Supabase(c) => Some(&c.function),
+            OriginConfig::Postgres(c) => Some(&c.function),
+            OriginConfig::Sample(_) => None,
+        }
+    }
+
     /// Builds the live origin. Never waits on the network.
     ///
     /// # Errors
