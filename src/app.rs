@@ -129,11 +129,11 @@ pub async fn run(options: Options) -> Result<(), AppError> {
         header_read_timeout: Duration::from_millis(config.server.header_read_timeout_ms),
     };
     let state = Arc::new(build_state(config, Arc::clone(&metrics))?);
-    let routes = http::routes(Arc::clone(&state));
+    let service = http::service(Arc::clone(&state));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(server::accept_until(
         listener,
-        routes,
+        service,
         limits,
         metrics,
         async {

@@ -11,10 +11,8 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use warp::Filter;
 
 use crate::metrics::Metrics;
 
@@ -27,16 +25,22 @@ pub struct Limits {
 
 /// Accepts and serves connections until `stop` resolves, then stops accepting (the
 /// listener closes) and hands back the handle that drains the open connections.
-pub async fn accept_until<F, R>(
+pub async fn accept_until<S>(
     listener: TcpListener,
-    filter: F,
+    service: S,
     limits: Limits,
     metrics: Arc<Metrics>,
     stop: impl Future<Output = ()>,
 ) -> GracefulShutdown
 where
-    F: Filter<Extract = (R,), Error = Infallible> + Clone + Send + Sync + 'static,
-    R: warp::Reply,
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = warp::reply::Response,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
 {
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -61,7 +65,7 @@ where
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(warp::service(filter.clone()));
+        let service = service.clone();
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)

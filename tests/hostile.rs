@@ -1573,14 +1573,9 @@ fn clients_cannot_choose_raw_redis_keys() {
 
 const PROP_TOKEN: &str = "prop-admin-token";
 
-/// The routes of a memory-only daemon with the sample origin, on `rt`.
-fn prop_routes(
-    rt: &tokio::runtime::Runtime,
-) -> impl warp::Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible>
-+ Clone
-+ Send
-+ Sync
-+ 'static {
+/// The service of a memory-only daemon with the sample origin (what a connection is
+/// served by: the fast GET path and warp's routes), on `rt`.
+fn prop_routes(rt: &tokio::runtime::Runtime) -> impl PropService {
     let toml = format!(
         "[[tiers]]\ntype = \"memory\"\n\n[origin]\ntype = \"sample\"\n\n[admin]\ntoken = {}\n",
         toml_str(PROP_TOKEN)
@@ -1590,7 +1585,26 @@ fn prop_routes(
     let _guard = rt.enter();
     let metrics = Arc::new(codette_cache::metrics::Metrics::new());
     let state = codette_cache::app::build_state(config, metrics).expect("build_state");
-    codette_cache::http::routes(Arc::new(state))
+    codette_cache::http::service(Arc::new(state))
+}
+
+/// The daemon's hyper service, for in-process requests with a plain body.
+trait PropService:
+    hyper::service::Service<
+        warp::http::Request<http_body_util::Full<bytes::Bytes>>,
+        Response = warp::reply::Response,
+        Error = std::convert::Infallible,
+    >
+{
+}
+
+impl<S> PropService for S where
+    S: hyper::service::Service<
+            warp::http::Request<http_body_util::Full<bytes::Bytes>>,
+            Response = warp::reply::Response,
+            Error = std::convert::Infallible,
+        >
+{
 }
 
 /// One request for the property tests.
@@ -1782,21 +1796,27 @@ fn acceptable(message: &str, filename: Option<&str>) -> bool {
         && filename.is_none_or(|f| f.len() <= 1024 && !f.contains('\0'))
 }
 
-/// Sends one probe through the filter; `None` when its path is not a valid URI.
-async fn send<F, R>(routes: &F, p: &Probe) -> Option<warp::http::Response<bytes::Bytes>>
-where
-    F: warp::Filter<Extract = (R,), Error = std::convert::Infallible> + 'static,
-    R: warp::Reply + Send,
-{
-    warp::http::Uri::try_from(p.path.as_str()).ok()?;
-    let mut req = warp::test::request().method(p.method).path(&p.path);
+/// Sends one probe through the service; `None` when its path is not a valid URI.
+async fn send(service: &impl PropService, p: &Probe) -> Option<warp::http::Response<bytes::Bytes>> {
+    let uri = warp::http::Uri::try_from(p.path.as_str()).ok()?;
+    let mut req = warp::http::Request::builder().method(p.method).uri(uri);
     if let Some(auth) = &p.authorization {
         req = req.header("authorization", auth.as_str());
     }
-    if p.method != "GET" || !p.body.is_empty() {
-        req = req.body(&p.body);
+    if !p.body.is_empty() {
+        req = req.header("content-length", p.body.len());
     }
-    Some(req.reply(routes).await)
+    let body = http_body_util::Full::new(bytes::Bytes::from(p.body.clone()));
+    let response = service
+        .call(req.body(body).ok()?)
+        .await
+        .unwrap_or_else(|e| match e {});
+    let (parts, body) = response.into_parts();
+    let bytes = http_body_util::BodyExt::collect(body)
+        .await
+        .map(http_body_util::Collected::to_bytes)
+        .unwrap_or_default();
+    Some(warp::http::Response::from_parts(parts, bytes))
 }
 
 /// 200 with a well-formed answer (and the key the original derives), or a JSON 4xx.

@@ -1,6 +1,8 @@
 //! `GET /codette/context` and `POST /codette/context`: the product. The response is
 //! assembled from the cached bytes as they are (no re-serialising the context), and
-//! its latency, received to response ready, is recorded once.
+//! its latency, received to response ready, is recorded once. The GET, the request a
+//! cache hit is, comes straight from the service (`service.rs`), not through warp's
+//! filter tree; the POST and its bounded JSON body go through warp.
 
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
@@ -23,34 +25,35 @@ pub struct ContextBody {
     pub filename: Option<String>,
 }
 
-/// The query of `GET /codette/context`.
-#[derive(Debug, Deserialize)]
-struct ContextQuery {
-    message: String,
-    filename: Option<String>,
-}
-
 pub fn routes(state: Shared) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    let started = warp::any().map(Instant::now);
-    let path = warp::path!("codette" / "context");
-
-    // GET /codette/context?message=...&filename=...
-    let get = started
-        .and(path)
-        .and(warp::get())
-        .and(with_state(state.clone()))
-        .and(warp::query::<ContextQuery>())
-        .and_then(|t, s, q: ContextQuery| answer(t, s, q.message, q.filename));
-
     // POST /codette/context {"message": ..., "filename": ...}
-    let post = started
-        .and(path)
+    warp::any()
+        .map(Instant::now)
+        .and(warp::path!("codette" / "context"))
         .and(warp::post())
         .and(with_state(state.clone()))
         .and(body::json::<ContextBody>(state))
-        .and_then(|t, s, b: ContextBody| answer(t, s, b.message, b.filename));
+        .and_then(|t, s, b: ContextBody| answer(t, s, b.message, b.filename))
+}
 
-    get.or(post)
+/// `message` and `filename` of a `GET /codette/context` query string, percent-decoded;
+/// other parameters are ignored.
+///
+/// # Errors
+/// `invalid_query` without a `message`, or with `message` or `filename` twice.
+pub fn parse_query(query: Option<&str>) -> Result<(String, Option<String>), ApiError> {
+    let (mut message, mut filename) = (None, None);
+    for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        let slot = match name.as_ref() {
+            "message" => &mut message,
+            "filename" => &mut filename,
+            _ => continue,
+        };
+        if slot.replace(value.into_owned()).is_some() {
+            return Err(ApiError::invalid_query());
+        }
+    }
+    Ok((message.ok_or_else(ApiError::invalid_query)?, filename))
 }
 
 /// Checks the request against the limits: the answer is a client error, never a panic.
@@ -81,7 +84,7 @@ pub fn validate(state: &Shared, message: &str, filename: Option<&str>) -> Result
     Ok(())
 }
 
-async fn answer(
+pub async fn answer(
     started: Instant,
     state: Shared,
     message: String,
@@ -155,6 +158,32 @@ fn write_centis(out: &mut Vec<u8>, age: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The query decodes as serde_urlencoded did: `+` and `%20` are spaces, unknown
+    /// parameters are ignored, a missing or repeated field is `invalid_query`.
+    #[test]
+    fn queries_parse() {
+        let ok = |q: &str| parse_query(Some(q)).unwrap();
+        assert_eq!(
+            ok("message=how+to%20use%20reverb&x=1"),
+            ("how to use reverb".into(), None)
+        );
+        assert_eq!(
+            ok("filename=effect_chain.ts&message=audio%20analysis"),
+            ("audio analysis".into(), Some("effect_chain.ts".into()))
+        );
+        assert_eq!(ok("message="), (String::new(), None));
+        assert_eq!(ok("message=%E2%9C%85"), ("✅".into(), None));
+        for bad in [
+            None,
+            Some(""),
+            Some("filename=a"),
+            Some("message=a&message=b"),
+        ] {
+            let e = parse_query(bad).unwrap_err();
+            assert_eq!(e.reply().status(), StatusCode::BAD_REQUEST, "{bad:?}");
+        }
+    }
 
     /// Ages are written with two decimals, rounded, as `{:.2}` would.
     #[test]

@@ -9,6 +9,7 @@ mod context;
 mod dashboards;
 mod health;
 mod rejection;
+mod service;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use crate::chain::Chain;
 use crate::config::Config;
 use crate::metrics::Metrics;
 pub use rejection::ApiError;
+pub use service::Service;
 
 /// What every handler can read.
 pub struct State {
@@ -40,7 +42,17 @@ fn with_state(state: Shared) -> impl Filter<Extract = (Shared,), Error = Infalli
     warp::any().map(move || Arc::clone(&state))
 }
 
-/// Every route, with the rejection handler attached.
+/// The service a connection is served by: [`routes`] behind the fast path of
+/// `GET /codette/context`.
+pub fn service(
+    state: Shared,
+) -> Service<
+    impl warp::Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone + Send + Sync + 'static,
+> {
+    Service::new(Arc::clone(&state), routes(state))
+}
+
+/// Every warp route, with the rejection handler attached.
 pub fn routes(
     state: Shared,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone + Send + Sync + 'static

@@ -38,6 +38,14 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
+    /// A query string without `message=` (or with it twice).
+    pub fn invalid_query() -> Self {
+        Self::bad_request(
+            "invalid_query",
+            "the query string needs message=<text> and may have filename=<name>",
+        )
+    }
+
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
     }
@@ -92,10 +100,7 @@ pub async fn handle(rejection: Rejection) -> Result<warp::reply::Response, Infal
             "no such route; see the README for the routes",
         )
     } else if rejection.find::<InvalidQuery>().is_some() {
-        ApiError::bad_request(
-            "invalid_query",
-            "the query string needs message=<text> and may have filename=<name>",
-        )
+        ApiError::invalid_query()
     } else if let Some(e) = rejection.find::<InvalidHeader>() {
         ApiError::bad_request("invalid_header", e.to_string())
     } else if let Some(e) = rejection.find::<MissingHeader>() {
