@@ -1,19 +1,24 @@
 //! One `Metrics` struct: every Prometheus family, registered on an explicit `Registry`,
-//! and the HDR histograms behind the JSON dashboards. Both are fed by the same calls, so
-//! `/metrics` and the dashboards always agree. Label values come from enums; every child
-//! is resolved once at start-up so the hot path does no label hashing.
+//! and the HDR histograms behind the JSON dashboards. Per-request latencies go into
+//! sharded recorders (`recorder.rs`) that feed both `/metrics` (`collector.rs`, at
+//! scrape time) and the dashboards, so the two always agree. Label values come from
+//! enums; every child is resolved once at start-up so the hot path does no label hashing.
 
+mod collector;
 mod hdr;
+mod recorder;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::{
-    Counter, Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-pub use hdr::{Percentiles, ShardedHistogram, empty as empty_histogram};
+use collector::{LatencyCollector, Recorders};
+pub use hdr::{Percentiles, empty as empty_histogram};
+use recorder::Recorder;
 
 use crate::origins::OriginError;
 use crate::tiers::TierKind;
@@ -143,25 +148,15 @@ impl OriginResult {
     }
 }
 
-/// Per-outcome figures kept beside Prometheus: exact counts and sums in nanoseconds
-/// (Prometheus' own sum takes a lock; microseconds would truncate a ~5 µs memory hit by
-/// up to 20 %), and the HDR histogram.
-struct OutcomeSeries {
-    count: IntCounter,
-    seconds: Histogram,
-    nanos_sum: AtomicU64,
-    hdr: ShardedHistogram,
-}
-
 /// Every metric of the daemon.
 pub struct Metrics {
     registry: Registry,
-    outcomes: Vec<OutcomeSeries>,
+    /// Request, tier operation and origin latencies (exact counts and nanosecond sums:
+    /// microseconds would truncate a ~5 µs memory hit by up to 20 %).
+    latency: Arc<Recorders>,
+    /// The mean miss latency in nanoseconds, refreshed on every miss, read on every hit.
+    mean_miss_nanos: AtomicU64,
     origin_results: Vec<IntCounter>,
-    origin_seconds: Histogram,
-    origin_hdr: ShardedHistogram,
-    /// `[tier][op]`
-    tier_seconds: Vec<Vec<Histogram>>,
     tier_errors: Vec<Vec<IntCounter>>,
     /// `[tier][cause]`
     evictions: Vec<Vec<IntCounter>>,
@@ -170,7 +165,6 @@ pub struct Metrics {
     memory_bytes: IntGauge,
     tier_up: Vec<IntGauge>,
     reconnects: Vec<IntCounter>,
-    time_saved: Counter,
     reload_ok: IntGauge,
     reloads: IntCounterVec,
     open_connections: IntGauge,
@@ -190,28 +184,19 @@ impl Metrics {
         let shards = std::thread::available_parallelism().map_or(4, |n| n.get() * 2);
         let r = Registrar(&registry);
 
-        let requests = r.counter_vec(
-            "codette_cache_requests_total",
-            "Context requests by the tier that answered and the result.",
-            &["tier", "result"],
-        );
-        let durations = r.histogram_vec(
-            "codette_cache_request_duration_seconds",
-            "End-to-end context request latency, received to response ready.",
-            &["tier", "result"],
-            REQUEST_BUCKETS,
-        );
-        let outcomes = Outcome::all()
-            .map(|o| {
-                let (tier, result) = o.labels();
-                OutcomeSeries {
-                    count: requests.with_label_values(&[tier, result]),
-                    seconds: durations.with_label_values(&[tier, result]),
-                    nanos_sum: AtomicU64::new(0),
-                    hdr: ShardedHistogram::new(shards),
-                }
-            })
-            .collect();
+        let latency = Arc::new(Recorders {
+            outcomes: Outcome::all()
+                .map(|_| Recorder::new(REQUEST_BUCKETS, true, shards))
+                .collect(),
+            tier_ops: TierKind::ALL
+                .iter()
+                .flat_map(|_| TierOp::ALL.map(|_| Recorder::new(TIER_BUCKETS, false, shards)))
+                .collect(),
+            origin: Recorder::new(REQUEST_BUCKETS, true, shards),
+        });
+        registry
+            .register(Box::new(LatencyCollector::new(Arc::clone(&latency))))
+            .expect("metric names are unique constants");
 
         let origin = r.counter_vec(
             "codette_cache_origin_requests_total",
@@ -222,24 +207,11 @@ impl Metrics {
             .iter()
             .map(|res| origin.with_label_values(&[res.as_str()]))
             .collect();
-        let origin_seconds = r.histogram(
-            "codette_cache_origin_request_duration_seconds",
-            "Origin call latency.",
-            REQUEST_BUCKETS,
-        );
-
-        let tier_ops = r.histogram_vec(
-            "codette_cache_tier_operation_duration_seconds",
-            "Tier operation latency by tier and operation.",
-            &["tier", "op"],
-            TIER_BUCKETS,
-        );
         let tier_err = r.counter_vec(
             "codette_cache_tier_errors_total",
             "Failed tier operations (errors and timeouts) by tier and operation.",
             &["tier", "op"],
         );
-        let tier_seconds = per_tier_op(|k, op| tier_ops.with_label_values(&[k, op]));
         let tier_errors = per_tier_op(|k, op| tier_err.with_label_values(&[k, op]));
 
         let evict = r.counter_vec(
@@ -310,11 +282,9 @@ impl Metrics {
         let _ = registry.register(Box::new(process));
 
         Self {
-            outcomes,
+            latency,
+            mean_miss_nanos: AtomicU64::new(0),
             origin_results,
-            origin_seconds,
-            origin_hdr: ShardedHistogram::new(shards),
-            tier_seconds,
             tier_errors,
             evictions,
             coalesced: r.int_counter(
@@ -332,10 +302,6 @@ impl Metrics {
             ),
             tier_up,
             reconnects,
-            time_saved: r.counter(
-                "codette_cache_time_saved_seconds_total",
-                "Sum over hits of (mean miss latency at that moment - the hit's latency).",
-            ),
             reload_ok,
             reloads,
             open_connections: r.int_gauge(
@@ -352,17 +318,21 @@ impl Metrics {
 
     /// Records one finished context request.
     pub fn request(&self, outcome: Outcome, latency: Duration) {
-        let series = &self.outcomes[outcome.index()];
-        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
-        series.count.inc();
-        series.nanos_sum.fetch_add(nanos, Ordering::Relaxed);
-        series.seconds.observe(latency.as_secs_f64());
-        series.hdr.record(latency);
-        if let Outcome::Hit(_) = outcome {
-            if let Some(mean_miss) = self.mean(Outcome::Miss) {
-                let saved = mean_miss.saturating_sub(latency);
-                self.time_saved.inc_by(saved.as_secs_f64());
+        let recorder = &self.latency.outcomes[outcome.index()];
+        match outcome {
+            Outcome::Hit(_) => {
+                let mean_miss = Duration::from_nanos(self.mean_miss_nanos.load(Ordering::Relaxed));
+                recorder.record_saving(latency, mean_miss.saturating_sub(latency));
             }
+            Outcome::Miss => {
+                recorder.record(latency);
+                // Misses wait on the origin (milliseconds): adding up the shards here
+                // keeps the hits' read a single load.
+                let mean = self.mean(Outcome::Miss).unwrap_or_default();
+                let nanos = u64::try_from(mean.as_nanos()).unwrap_or(u64::MAX);
+                self.mean_miss_nanos.store(nanos, Ordering::Relaxed);
+            }
+            Outcome::Stale(_) | Outcome::Error => recorder.record(latency),
         }
     }
 
@@ -374,13 +344,12 @@ impl Metrics {
             Err(_) => OriginResult::Error,
         };
         self.origin_results[r as usize].inc();
-        self.origin_seconds.observe(latency.as_secs_f64());
-        self.origin_hdr.record(latency);
+        self.latency.origin.record(latency);
     }
 
     /// Records one tier operation.
     pub fn tier_op(&self, tier: TierKind, op: TierOp, latency: Duration, failed: bool) {
-        self.tier_seconds[tier.index()][op as usize].observe(latency.as_secs_f64());
+        self.latency.tier_op(tier, op).record(latency);
         if failed {
             self.tier_errors[tier.index()][op as usize].inc();
         }
@@ -444,22 +413,18 @@ impl Metrics {
     // Readers for the dashboards.
 
     pub fn count(&self, outcome: Outcome) -> u64 {
-        self.outcomes[outcome.index()].count.get()
+        self.latency.outcomes[outcome.index()].totals().count
     }
 
     /// Exact total latency of an outcome.
     pub fn total(&self, outcome: Outcome) -> Duration {
-        Duration::from_nanos(
-            self.outcomes[outcome.index()]
-                .nanos_sum
-                .load(Ordering::Relaxed),
-        )
+        Duration::from_nanos(self.latency.outcomes[outcome.index()].totals().nanos)
     }
 
     /// Mean latency of an outcome, `None` before the first one.
     pub fn mean(&self, outcome: Outcome) -> Option<Duration> {
-        let n = self.count(outcome);
-        (n > 0).then(|| self.total(outcome) / u32::try_from(n).unwrap_or(u32::MAX))
+        let t = self.latency.outcomes[outcome.index()].totals();
+        (t.count > 0).then(|| Duration::from_nanos(t.nanos / t.count))
     }
 
     pub fn percentiles(&self, outcome: Outcome) -> Percentiles {
@@ -471,13 +436,15 @@ impl Metrics {
     pub fn percentiles_of(&self, outcomes: &[Outcome]) -> Percentiles {
         let mut all = hdr::empty();
         for outcome in outcomes {
-            self.outcomes[outcome.index()].hdr.merge_into(&mut all);
+            self.latency.outcomes[outcome.index()].merge_into(&mut all);
         }
         Percentiles::of(&all)
     }
 
     pub fn origin_percentiles(&self) -> Percentiles {
-        Percentiles::of(&self.origin_hdr.merged())
+        let mut all = hdr::empty();
+        self.latency.origin.merge_into(&mut all);
+        Percentiles::of(&all)
     }
 
     pub fn origin_count(&self, result: OriginResult) -> u64 {
@@ -504,7 +471,15 @@ impl Metrics {
     }
 
     pub fn time_saved(&self) -> Duration {
-        Duration::from_secs_f64(self.time_saved.get().max(0.0))
+        let nanos = TierKind::ALL
+            .iter()
+            .map(|&k| {
+                self.latency.outcomes[Outcome::Hit(k).index()]
+                    .totals()
+                    .saved_nanos
+            })
+            .sum();
+        Duration::from_nanos(nanos)
     }
 }
 
@@ -541,28 +516,8 @@ impl Registrar<'_> {
         self.add(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
     }
 
-    fn histogram_vec(
-        &self,
-        name: &str,
-        help: &str,
-        labels: &[&str],
-        buckets: &[f64],
-    ) -> prometheus::HistogramVec {
-        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
-        self.add(prometheus::HistogramVec::new(opts, labels).expect("valid metric"))
-    }
-
-    fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Histogram {
-        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
-        self.add(Histogram::with_opts(opts).expect("valid metric"))
-    }
-
     fn int_counter(&self, name: &str, help: &str) -> IntCounter {
         self.add(IntCounter::new(name, help).expect("valid metric"))
-    }
-
-    fn counter(&self, name: &str, help: &str) -> Counter {
-        self.add(Counter::new(name, help).expect("valid metric"))
     }
 
     fn int_gauge(&self, name: &str, help: &str) -> IntGauge {
