@@ -8,17 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-2}
 SECS=${SECONDS_PER_RUN:-4}
-command -v wrk >/dev/null || { apt-get update -q && apt-get install -y -q wrk; }
-command -v redis-server >/dev/null || { apt-get update -q && apt-get install -y -q redis-server; }
-cargo build --release -q
-BIN=target/release/codette-cache
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 100); do curl -sf "$1" >/dev/null 2>&1 && return; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
+source scripts/bench-lib.sh
 ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }   # utime stime, in clock ticks
 
 MEM=$(port); RED=$(port); CEIL=$(port); RPORT=$(port)

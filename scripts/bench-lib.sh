@@ -1,0 +1,14 @@
+# Shared set-up of the measuring scripts (sourced, not run): installs wrk and
+# redis-server when missing, builds the release binary, and gives a work folder, a list
+# of PIDS killed on exit, a free loopback port and a wait for an HTTP answer.
+command -v wrk >/dev/null || { apt-get update -q && apt-get install -y -q wrk; }
+command -v redis-server >/dev/null || { apt-get update -q && apt-get install -y -q redis-server; }
+cargo build --release -q
+BIN=target/release/codette-cache
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 100); do curl -sf "$1" >/dev/null 2>&1 && return; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
