@@ -1,6 +1,7 @@
 //! The routes. Filters say the shape (`METHOD /path`), handlers live one file per route
 //! group, state enters through `with_state`, and one rejection handler writes every
-//! error as `{"error": {"code", "message"}}`.
+//! error as `{"error": {"code", "message"}}`. `service.rs` puts the hot route,
+//! `GET /codette/context`, in front of warp's filter tree.
 
 mod admin;
 mod body;
