@@ -384,6 +384,16 @@ fn key(message: &str) -> String {
     Key::derive(message, None, false).as_str().to_owned()
 }
 
+/// Waits up to 2 s for the answer to `message` to be stored in Redis (our writes to
+/// remote tiers land after the reply).
+async fn reaches_redis(redis: &TestRedis, message: &str) -> bool {
+    poll(Duration::from_secs(2), async || {
+        (redis.cmd(&["EXISTS", &key(message)]) == "1").then_some(())
+    })
+    .await
+    .is_some()
+}
+
 /// A context stored straight into Redis, marked so a hit on it is recognisable.
 fn seeded_context(i: usize) -> String {
     json!({"snippets": [], "file": null, "chat_history": [], "seeded": i}).to_string()
@@ -1623,11 +1633,10 @@ fn redis_password_right_and_wrong() {
 
         let message = "reverb behind a password";
         assert_eq!(ask_ok(&good, message).await.source(), "origin");
-        poll(Duration::from_secs(2), async || {
-            (redis.cmd(&["EXISTS", &key(message)]) == "1").then_some(())
-        })
-        .await
-        .expect("the answer never reached Redis");
+        assert!(
+            reaches_redis(&redis, message).await,
+            "the answer never reached Redis"
+        );
         let seeded = |i| format!("seeded behind a password {i}");
         seed_redis(&redis, 5, seeded);
         first_redis_hit(&good, 1, seeded, Duration::from_secs(1))
@@ -1671,11 +1680,10 @@ fn redis_password_right_and_wrong() {
             .expect("the ACL user never connected");
         let as_user = "reverb as an acl user";
         assert_eq!(ask_ok(&user, as_user).await.source(), "origin");
-        poll(Duration::from_secs(2), async || {
-            (redis.cmd(&["EXISTS", &key(as_user)]) == "1").then_some(())
-        })
-        .await
-        .expect("the ACL user's answer never reached Redis");
+        assert!(
+            reaches_redis(&redis, as_user).await,
+            "the ACL user's answer never reached Redis"
+        );
         println!(
             "redis auth: hits with the right password and as an ACL user; wrong password: unavailable, requests served by the origin"
         );
@@ -1700,11 +1708,10 @@ fn redis_over_tls() {
         let message = "reverb over TLS";
         let stored = ask_ok(&first, message).await;
         assert_eq!(stored.source(), "origin");
-        poll(Duration::from_secs(2), async || {
-            (redis.cmd(&["EXISTS", &key(message)]) == "1").then_some(())
-        })
-        .await
-        .expect("the answer never reached Redis");
+        assert!(
+            reaches_redis(&redis, message).await,
+            "the answer never reached Redis"
+        );
         drop(first);
 
         let fresh = Daemon::start_with_env(&config, &env);
