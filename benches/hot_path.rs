@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use codette_cache::chain::Key;
+use codette_cache::key::Key;
 use codette_cache::metrics::{Metrics, Outcome};
 use codette_cache::tiers::{BuildContext, CacheTier, MemoryConfig, MemoryTier, TierKind};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -35,6 +35,7 @@ fn memory_get(c: &mut Criterion) {
             metrics: Arc::new(Metrics::new()),
             ttl: Duration::from_secs(300),
             stale_retention: Duration::ZERO,
+            max_value_bytes: 4 << 20,
         },
     );
     let key = Key::derive("how to use reverb in mixing", None, false);

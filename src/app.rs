@@ -11,9 +11,10 @@ use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::chain::{Chain, Key, Policy};
+use crate::chain::{Chain, Policy};
 use crate::config::Config;
 use crate::http::{self, State};
+use crate::key::Key;
 use crate::metrics::Metrics;
 use crate::notify;
 use crate::origins::OriginError;
@@ -62,6 +63,7 @@ pub fn build_state(config: Config, metrics: Arc<Metrics>) -> Result<State, AppEr
             metrics: Arc::clone(&metrics),
             ttl: tier_ttl(&config, tier.ttl_secs()),
             stale_retention: stale_retention(&config),
+            max_value_bytes: config.origin.max_response_bytes(),
         };
         tiers.push(tier.build(&ctx).map_err(|source| AppError::Tier {
             kind: tier.kind().as_str(),
@@ -77,6 +79,7 @@ pub fn build_state(config: Config, metrics: Arc<Metrics>) -> Result<State, AppEr
         namespace,
         tiers,
         origin,
+        config.origin.breaker(),
         Arc::clone(&metrics),
         policy(&config),
     );
@@ -108,6 +111,7 @@ fn policy(config: &Config) -> Policy {
         normalize: config.cache.normalize_queries,
         stale_if_error: Duration::from_secs(config.cache.stale_if_error_secs),
         stale_while_revalidate: Duration::from_secs(config.cache.stale_while_revalidate_secs),
+        stale_if_error_wait: Duration::from_millis(config.cache.stale_if_error_wait_ms),
     }
 }
 
@@ -237,6 +241,7 @@ fn reload(state: &State, path: Option<&std::path::Path>, set_log_level: &SetLogL
         tracing::warn!(changed = ?needs_restart, "these settings take effect after a restart");
     }
     state.chain.set_policy(policy(&new));
+    state.chain.breaker().set_settings(new.origin.breaker());
     state.config.store(Arc::new(new));
     state.metrics.config_reloaded(true);
     tracing::info!("config reloaded");

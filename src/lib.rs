@@ -2,6 +2,10 @@
 //!
 //! # Layout
 //! - [`config`]: figment layering (embedded defaults -> `config.toml` -> env), validation.
+//! - [`key`]: cache keys, the only place they are built (a leaf).
+//! - [`names`]: bounded names shared by plugins and metrics (a leaf).
+//! - [`secret`]: strings that never print, and URL redaction (a leaf).
+//! - [`figures`]: the rounding of every shown figure (a leaf).
 //! - [`app`]: wiring: config -> tiers, origin, chain, metrics, routes; the `run` seam.
 //! - [`server`]: the HTTP/1 accept loop (connection cap, header timeout, drain deadline).
 //! - [`shutdown`]: signals -> intents (shutdown, quit, reload) and a handle tasks await.
@@ -20,11 +24,18 @@ pub mod app;
 pub mod bench;
 pub mod chain;
 pub mod config;
+pub mod figures;
 pub mod http;
+pub mod key;
 pub mod metrics;
+pub mod names;
 pub mod notify;
 pub mod origins;
+pub mod secret;
 pub mod server;
 pub mod shutdown;
 pub mod stats;
 pub mod tiers;
+
+#[cfg(test)]
+mod layout_tests;

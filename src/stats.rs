@@ -5,8 +5,9 @@
 use std::time::{Duration, Instant};
 
 use crate::chain::Chain;
-use crate::config::Config;
-use crate::metrics::{EvictionCause, Metrics, OriginResult, Outcome, Percentiles};
+use crate::metrics::{
+    EvictionCause, Metrics, OriginResult, Outcome, Percentiles, TierOp, ValueRejection,
+};
 use crate::tiers::{Health, Size, TierKind};
 
 /// One configured tier as seen now.
@@ -17,6 +18,10 @@ pub struct TierState {
     pub size: Size,
     pub hits: u64,
     pub errors: u64,
+    /// Percentiles of each operation on this tier.
+    pub ops: Vec<(TierOp, Percentiles)>,
+    /// Values found but not served, by reason.
+    pub rejected: Vec<(ValueRejection, u64)>,
 }
 
 /// The figures at one moment.
@@ -56,7 +61,8 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn take(chain: &Chain, metrics: &Metrics, config: &Config, started: Instant) -> Self {
+    /// `ttl_secs` is the `[cache]` TTL in force (the chain knows only its tiers' own).
+    pub fn take(chain: &Chain, metrics: &Metrics, ttl_secs: u64, started: Instant) -> Self {
         // Means in f64: a Duration quotient truncates to whole nanoseconds, which moves a
         // thousandfold speedup (a ~10 µs memory hit) in its second decimal.
         let mean_ms = |total: Duration, n: u64| match n {
@@ -89,6 +95,12 @@ impl Snapshot {
                     size,
                     hits: metrics.count(Outcome::Hit(t.kind())),
                     errors: metrics.tier_errors(t.kind()),
+                    ops: TierOp::ALL
+                        .map(|op| (op, metrics.tier_op_percentiles(t.kind(), op)))
+                        .to_vec(),
+                    rejected: ValueRejection::ALL
+                        .map(|why| (why, metrics.rejected_values(t.kind(), why)))
+                        .to_vec(),
                 }
             })
             .collect();
@@ -121,8 +133,8 @@ impl Snapshot {
             tiers,
             origin_kind: chain.origin().kind(),
             origin_step: chain.origin().describe(),
-            ttl_secs: config.cache.ttl_secs,
-            normalize_queries: config.cache.normalize_queries,
+            ttl_secs,
+            normalize_queries: chain.policy().normalize,
             query_variants,
             distinct_queries,
             uptime: started.elapsed(),

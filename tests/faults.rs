@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use codette_cache::chain::Key;
+use codette_cache::key::Key;
 use common::{
     API_KEY, Daemon, Postgrest, TestPostgres, TestRedis, cache_section, log_section, memory_tier,
     postgres_origin, redis_tier, sample_origin, toml_str,

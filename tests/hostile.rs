@@ -345,9 +345,17 @@ fn assert_still_serving(daemon: &mut Daemon) {
     assert!(!logs.contains("panicked"), "daemon panicked:\n{logs}");
 }
 
-/// The key the original server derives: `context:` + md5(message + ":" + (filename or "none")).
+/// The key the original server derives: `context:` + md5(message + ":" + (filename or
+/// "none")), where that layout is unambiguous; otherwise `context:p-` + md5 of
+/// `len(message) ":" message filename` (the README's key section).
 fn key_of(message: &str, filename: Option<&str>) -> String {
     let mut md5 = Md5::new();
+    if let Some(f) = filename.filter(|f| !f.is_empty()) {
+        if f == "none" || f.contains(':') || message.contains(':') {
+            md5.update(format!("{}:{message}{f}", message.len()).as_bytes());
+            return format!("context:p-{:x}", md5.finalize());
+        }
+    }
     md5.update(message.as_bytes());
     md5.update(b":");
     md5.update(
@@ -359,11 +367,14 @@ fn key_of(message: &str, filename: Option<&str>) -> String {
     format!("context:{:x}", md5.finalize())
 }
 
-/// `^context:[0-9a-f]{32}$`
+/// `^context:(p-)?[0-9a-f]{32}$`
 fn is_context_key(key: &str) -> bool {
-    key.len() == 40
-        && key.starts_with("context:")
-        && key[8..]
+    let Some(rest) = key.strip_prefix("context:") else {
+        return false;
+    };
+    let digest = rest.strip_prefix("p-").unwrap_or(rest);
+    digest.len() == 32
+        && digest
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
@@ -614,12 +625,21 @@ fn invalid_utf8_in_the_body_is_400() {
         assert_context(&ok)["cache"]["key"],
         key_of("\u{1f3b8} reverb", None)
     );
-    // In a query string invalid UTF-8 is decoded lossily (U+FFFD), as the original's
-    // Python server did: it is answered, and under the replacement character's key.
-    let lossy = get(daemon.port(), "/codette/context?message=%FF%FEreverb");
+    // In a query string too: replacing the bytes with U+FFFD would give `x%ff`,
+    // `x%fe` and `x%EF%BF%BD` one key, so they are refused as in a body.
+    for query in [
+        "message=%FF%FEreverb",
+        "message=x%ff",
+        "message=x%fe",
+        "message=reverb&filename=%C3.ts",
+    ] {
+        let response = get(daemon.port(), &format!("/codette/context?{query}"));
+        assert_error(&response, 400, "invalid_utf8");
+    }
+    let replacement = get(daemon.port(), "/codette/context?message=x%EF%BF%BD");
     assert_eq!(
-        assert_context(&lossy)["cache"]["key"],
-        key_of("\u{fffd}\u{fffd}reverb", None)
+        assert_context(&replacement)["cache"]["key"],
+        key_of("x\u{fffd}", None)
     );
     assert_still_serving(&mut daemon);
 }

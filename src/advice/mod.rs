@@ -110,7 +110,7 @@ impl Advice {
             message,
             figure: Figure {
                 name,
-                value: crate::http::round2(value),
+                value: crate::figures::round2(value),
             },
         }
     }

@@ -24,6 +24,8 @@ fn tier(kind: TierKind, health: Health) -> TierState {
         size: Size::default(),
         hits: 0,
         errors: 0,
+        ops: Vec::new(),
+        rejected: Vec::new(),
     }
 }
 

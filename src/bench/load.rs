@@ -3,6 +3,8 @@
 //! `"source":"…"` read from each answer, so the client costs little next to the server). Closed loop by default; with `--rate` an
 //! open loop whose latencies are measured from each request's intended start, so a
 //! stalled server cannot hide its stall (coordinated omission).
+//!
+//! Longer than 400 lines by a few: the loops and the schedule they share read best in one file.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

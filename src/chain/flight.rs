@@ -15,7 +15,7 @@ use futures_util::future::{BoxFuture, Shared};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use super::Key;
+use crate::key::Key;
 use crate::origins::OriginError;
 use bytes::Bytes;
 

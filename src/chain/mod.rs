@@ -2,12 +2,22 @@
 //! flight per key, then the fresh answer stored into every tier. A hit in a lower tier
 //! back-fills the tiers above it. A tier that fails is skipped for that request.
 //! Stale answers: within `stale_while_revalidate` past TTL one is served at once while
-//! one background refresh runs; within `stale_if_error` it is served only when the origin
-//! fails. Empty answers (`null`, `{}`) and errors are never stored.
+//! one background refresh runs; within `stale_if_error` it is served when the origin
+//! fails, when its breaker is open, or when it has not answered within
+//! `stale_if_error_wait` (the call goes on and fills the tiers). Empty or misshapen
+//! answers and errors are never stored (`storable.rs`).
+//!
+//! The chain serves one function: its origin, key namespace and answer shape. A daemon
+//! serving several functions builds one chain each over the same tiers.
 
+mod call;
 mod flight;
-mod key;
+pub mod storable;
+mod tier_io;
 mod variants;
+
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,11 +25,13 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 
+use crate::key::Key;
 use crate::metrics::{Metrics, TierOp};
-use crate::origins::{ContextRequest, Origin, OriginError};
+use crate::origins::{Breaker, BreakerSettings, ContextRequest, Origin, OriginError};
 use crate::tiers::{Found, Tier, TierError, TierKind};
 pub use flight::{FlightResult, Flights, Publisher, Role};
-pub use key::{Key, normalized};
+pub use storable::Shape;
+use tier_io::record;
 pub use variants::Variants;
 
 /// Where an answer came from.
@@ -72,14 +84,19 @@ pub struct Policy {
     pub normalize: bool,
     pub stale_if_error: Duration,
     pub stale_while_revalidate: Duration,
+    /// With a stale entry at hand, the longest a request waits on the origin.
+    pub stale_if_error_wait: Duration,
 }
 
 /// The chain of tiers in front of one origin.
 pub struct Chain {
     /// The key prefix of this origin's answers ([`Key::namespace`]).
     namespace: String,
+    /// What this function's answers look like.
+    shape: Shape,
     tiers: Arc<[Tier]>,
     origin: Arc<Origin>,
+    breaker: Arc<Breaker>,
     flights: Arc<Flights>,
     metrics: Arc<Metrics>,
     variants: Arc<Variants>,
@@ -88,18 +105,26 @@ pub struct Chain {
 
 impl Chain {
     /// A chain whose keys live under `namespace` ([`Key::namespace`] of the origin's
-    /// function).
+    /// function). The original function's namespace holds answers of its shape.
     pub fn new(
         namespace: String,
         tiers: Vec<Tier>,
         origin: Origin,
+        breaker: BreakerSettings,
         metrics: Arc<Metrics>,
         policy: Policy,
     ) -> Self {
+        let shape = if namespace == Key::PREFIX {
+            Shape::Context
+        } else {
+            Shape::Any
+        };
         Self {
             namespace,
+            shape,
             tiers: tiers.into(),
             origin: Arc::new(origin),
+            breaker: Arc::new(Breaker::new(breaker)),
             flights: Arc::new(Flights::default()),
             metrics,
             variants: Arc::new(Variants::default()),
@@ -113,6 +138,10 @@ impl Chain {
 
     pub fn origin(&self) -> &Origin {
         &self.origin
+    }
+
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
     }
 
     pub fn variants(&self) -> &Variants {
@@ -190,7 +219,16 @@ impl Chain {
         if coalesced {
             self.metrics.coalesced_waiter();
         }
-        match waiting.await {
+        let result = match &stale {
+            // The call goes on without us, and fills the tiers when it ends.
+            Some(_) => tokio::time::timeout(policy.stale_if_error_wait, waiting)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Arc::new(OriginError::Timeout(policy.stale_if_error_wait)))
+                }),
+            None => waiting.await,
+        };
+        match result {
             Ok(body) => Ok(Answer {
                 key,
                 body,
@@ -200,7 +238,7 @@ impl Chain {
             }),
             Err(error) => match stale {
                 Some((kind, found)) => {
-                    tracing::warn!(key = key.as_str(), %error, "origin failed; serving stale");
+                    tracing::debug!(key = key.as_str(), %error, "origin failed; serving stale");
                     Ok(Answer {
                         key,
                         source: Source::Stale(kind),
@@ -211,77 +249,6 @@ impl Chain {
                 }
                 None => Err(Failure { key, error }),
             },
-        }
-    }
-
-    /// Joins (or starts) the origin call for `key`.
-    fn fly(
-        &self,
-        key: &Key,
-        request: ContextRequest,
-    ) -> (
-        Role,
-        futures_util::future::Shared<futures_util::future::BoxFuture<'static, FlightResult>>,
-    ) {
-        let origin = Arc::clone(&self.origin);
-        let tiers = Arc::clone(&self.tiers);
-        let metrics = Arc::clone(&self.metrics);
-        let flight_key = key.clone();
-        self.flights.join(key, move |tx| async move {
-            let started = Instant::now();
-            let result = origin.fetch(&request).await.and_then(|body| {
-                let cacheable = check_body(&body)?;
-                Ok((body, cacheable))
-            });
-            metrics.origin_call(result.as_ref().map(|_| ()), started.elapsed());
-            match result {
-                Ok((body, cacheable)) => {
-                    if !cacheable {
-                        // Not stored, so not shared with requests that come after it.
-                        tx.release();
-                    }
-                    // Local tiers first (microseconds), so a request arriving right after
-                    // the answer is a hit; remote tiers after the waiters are answered.
-                    let (local, remote): (Vec<&Tier>, Vec<&Tier>) = tiers
-                        .iter()
-                        .filter(|_| cacheable)
-                        .partition(|t| t.is_local());
-                    for tier in local {
-                        timed_put(&metrics, tier, &flight_key, &body).await;
-                    }
-                    let _ = tx.send(Ok(body.clone()));
-                    for tier in remote {
-                        timed_put(&metrics, tier, &flight_key, &body).await;
-                    }
-                }
-                Err(error) => {
-                    tracing::debug!(%error, "origin call failed");
-                    let _ = tx.send(Err(Arc::new(error)));
-                }
-            }
-        })
-    }
-
-    /// One timed tier read; failures are counted and turn into a skip.
-    async fn tier_get(&self, tier: &Tier, key: &Key) -> Option<Found> {
-        let started = Instant::now();
-        let result = tier.get(key).await;
-        record(&self.metrics, tier.kind(), TierOp::Get, started, &result);
-        result.ok().flatten()
-    }
-
-    /// Copies a hit into the tiers above the one that had it.
-    fn backfill(&self, hit_index: usize, key: &Key, body: &Bytes) {
-        for (i, tier) in self.tiers[..hit_index].iter().enumerate() {
-            if tier.is_local() {
-                // In-process puts are synchronous under the hood: no task needed.
-                let fut = timed_put(&self.metrics, tier, key, body);
-                futures_util::FutureExt::now_or_never(fut);
-            } else {
-                let (tiers, metrics) = (Arc::clone(&self.tiers), Arc::clone(&self.metrics));
-                let (key, body) = (key.clone(), body.clone());
-                tokio::spawn(async move { timed_put(&metrics, &tiers[i], &key, &body).await });
-            }
         }
     }
 
@@ -313,112 +280,5 @@ impl Chain {
             }
         }
         (removed, failed)
-    }
-}
-
-async fn timed_put(metrics: &Metrics, tier: &Tier, key: &Key, body: &Bytes) {
-    let started = Instant::now();
-    let result = tier.put(key, body).await;
-    record(metrics, tier.kind(), TierOp::Put, started, &result);
-}
-
-/// Records a tier operation; a skip of a tier known to be down is neither timed nor an
-/// error (the tier did no work), `tier_up` already says it is down.
-fn record<T>(
-    metrics: &Metrics,
-    kind: TierKind,
-    op: TierOp,
-    started: Instant,
-    result: &Result<T, TierError>,
-) {
-    match result {
-        Err(TierError::Unavailable { .. }) => {}
-        Ok(_) => metrics.tier_op(kind, op, started.elapsed(), false),
-        Err(e) => {
-            tracing::debug!(tier = kind.as_str(), op = op.as_str(), error = %e, "tier operation failed");
-            metrics.tier_op(kind, op, started.elapsed(), true);
-        }
-    }
-}
-
-/// Checks an origin answer is JSON; `Ok(false)` for an empty one (`null`, `{}`), which is
-/// answered but not stored, as the original did.
-fn check_body(body: &Bytes) -> Result<bool, OriginError> {
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| OriginError::Malformed(format!("the answer is not JSON: {e}")))?;
-    Ok(match value {
-        serde_json::Value::Null => false,
-        serde_json::Value::Object(map) => !map.is_empty(),
-        _ => true,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::origins::{SampleConfig, SampleOrigin};
-    use crate::tiers::{BuildContext, MemoryConfig, MemoryTier};
-
-    fn memory(metrics: &Arc<Metrics>) -> Tier {
-        let config = MemoryConfig {
-            max_entries: 100,
-            max_bytes: 1 << 20,
-            ttl_secs: None,
-        };
-        let ctx = BuildContext {
-            metrics: Arc::clone(metrics),
-            ttl: Duration::from_secs(60),
-            stale_retention: Duration::ZERO,
-        };
-        Tier::Memory(MemoryTier::new(&config, &ctx))
-    }
-
-    fn request(message: &str) -> ContextRequest {
-        ContextRequest {
-            message: message.into(),
-            filename: None,
-        }
-    }
-
-    /// A hit in a lower tier is copied into the tiers above it; a miss fills them all.
-    #[tokio::test]
-    async fn hits_back_fill_and_misses_fill_every_tier() {
-        let metrics = Arc::new(Metrics::new());
-        let origin = Origin::Sample(SampleOrigin::new(&SampleConfig::default()).unwrap());
-        let chain = Chain::new(
-            Key::PREFIX.to_owned(),
-            vec![memory(&metrics), memory(&metrics)],
-            origin,
-            Arc::clone(&metrics),
-            Policy::default(),
-        );
-        let key = chain.key_for("reverb", None);
-        let body = Bytes::from_static(br#"{"snippets":[],"file":null,"chat_history":[]}"#);
-        chain.tiers()[1].put(&key, &body).await.unwrap();
-        assert!(chain.tiers()[0].get(&key).await.unwrap().is_none());
-
-        let answer = chain.lookup(request("reverb")).await.unwrap();
-        assert_eq!(answer.body, body);
-        let upper = chain.tiers()[0].get(&key).await.unwrap();
-        assert_eq!(upper.expect("back-filled").body, body);
-
-        let miss = chain.lookup(request("compression")).await.unwrap();
-        assert_eq!(miss.source, Source::Origin);
-        let key = chain.key_for("compression", None);
-        for tier in chain.tiers() {
-            assert!(
-                tier.get(&key).await.unwrap().is_some(),
-                "stored in every tier"
-            );
-        }
-    }
-
-    /// Empty answers are not stored; non-JSON is an error.
-    #[test]
-    fn empty_and_malformed_answers() {
-        assert!(!check_body(&Bytes::from_static(b"null")).unwrap());
-        assert!(!check_body(&Bytes::from_static(b" { } ")).unwrap());
-        assert!(check_body(&Bytes::from_static(br#"{"snippets":[]}"#)).unwrap());
-        assert!(check_body(&Bytes::from_static(b"<html>")).is_err());
     }
 }

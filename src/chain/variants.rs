@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use moka::sync::Cache;
 
-use super::key::normalized;
+use crate::key::normalized;
 
 /// Distinct normalised queries remembered; ~50 bytes each, so well under 1 MiB.
 const SAMPLE_SIZE: u64 = 8_192;

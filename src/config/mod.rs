@@ -6,7 +6,6 @@
 //! fill the matching fields unless a `CODETTE_CACHE_*` variable sets them.
 
 mod legacy;
-mod secret;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,8 +16,8 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::advice::AdviceConfig;
 pub use crate::origins::OriginConfig;
+pub use crate::secret::{REDACTED, Secret, redact_url};
 pub use crate::tiers::TierConfig;
-pub use secret::{REDACTED, Secret, redact_url};
 
 /// The reference configuration, embedded so a bare `codette-cache` runs on a fresh machine.
 pub const EMBEDDED: &str = include_str!("../../config.toml");
@@ -133,6 +132,9 @@ pub struct CacheConfig {
     pub stale_if_error_secs: u64,
     /// After expiry, how long an answer is served at once while one refresh runs behind it.
     pub stale_while_revalidate_secs: u64,
+    /// With a stale entry at hand, the longest a request waits on the origin before it
+    /// is served the stale entry (the call goes on and fills the tiers).
+    pub stale_if_error_wait_ms: u64,
 }
 
 impl Default for CacheConfig {
@@ -142,6 +144,7 @@ impl Default for CacheConfig {
             normalize_queries: false,
             stale_if_error_secs: 3_600,
             stale_while_revalidate_secs: 0,
+            stale_if_error_wait_ms: 200,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! cache hit is, comes straight from the service (`service.rs`), not through warp's
 //! filter tree; the POST and its bounded JSON body go through warp.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
@@ -36,24 +37,49 @@ pub fn routes(state: Shared) -> impl Filter<Extract = (impl Reply,), Error = Rej
         .and_then(|t, s, b: ContextBody| answer(t, s, b.message, b.filename))
 }
 
-/// `message` and `filename` of a `GET /codette/context` query string, percent-decoded;
-/// other parameters are ignored.
+/// `message` and `filename` of a `GET /codette/context` query string, decoded as a form
+/// (`+` and `%20` are spaces); other parameters are ignored.
 ///
 /// # Errors
-/// `invalid_query` without a `message`, or with `message` or `filename` twice.
+/// `invalid_query` without a `message`, or with `message` or `filename` twice;
+/// `invalid_utf8` when either decodes to bytes that are not UTF-8 (as a POST body with
+/// them is refused: replacing them would give different texts one key).
 pub fn parse_query(query: Option<&str>) -> Result<(String, Option<String>), ApiError> {
     let (mut message, mut filename) = (None, None);
-    for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        let slot = match name.as_ref() {
-            "message" => &mut message,
-            "filename" => &mut filename,
+    for pair in query.unwrap_or("").split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let slot = match decode(name).as_deref() {
+            Some("message") => &mut message,
+            Some("filename") => &mut filename,
             _ => continue,
         };
+        let value = decode(value).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_utf8",
+                "message and filename must be UTF-8 once percent-decoded",
+            )
+        })?;
         if slot.replace(value.into_owned()).is_some() {
             return Err(ApiError::invalid_query());
         }
     }
     Ok((message.ok_or_else(ApiError::invalid_query)?, filename))
+}
+
+/// One form-encoded component, or `None` when it is not UTF-8 once decoded. Borrows
+/// when there is nothing to decode (a parameter name, most often).
+fn decode(component: &str) -> Option<Cow<'_, str>> {
+    if component.contains('+') {
+        let spaced = component.replace('+', " ");
+        let decoded = percent_encoding::percent_decode_str(&spaced)
+            .decode_utf8()
+            .ok()?;
+        Some(Cow::Owned(decoded.into_owned()))
+    } else {
+        percent_encoding::percent_decode_str(component)
+            .decode_utf8()
+            .ok()
+    }
 }
 
 /// Checks the request against the limits: the answer is a client error, never a panic.
@@ -174,6 +200,12 @@ mod tests {
         );
         assert_eq!(ok("message="), (String::new(), None));
         assert_eq!(ok("message=%E2%9C%85"), ("✅".into(), None));
+        assert_eq!(ok("message=a&&x&message2=b"), ("a".into(), None));
+        for invalid in ["message=x%ff", "message=x%fe", "message=a&filename=%C3"] {
+            let e = parse_query(Some(invalid)).unwrap_err();
+            assert_eq!(e.code, "invalid_utf8", "{invalid}");
+        }
+        assert_eq!(ok("message=x%EF%BF%BD").0, "x\u{fffd}");
         for bad in [
             None,
             Some(""),

@@ -7,8 +7,9 @@ use serde_json::{Value, json};
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
-use super::{Shared, json_reply, round2, timestamp, with_state};
+use super::{Shared, json_reply, timestamp, with_state};
 use crate::advice;
+use crate::figures::round2;
 use crate::metrics::Percentiles;
 use crate::stats::Snapshot;
 use crate::tiers::{Health, TierKind};
@@ -41,7 +42,7 @@ fn snapshot(state: &Shared) -> Snapshot {
     Snapshot::take(
         &state.chain,
         &state.metrics,
-        &state.config.load(),
+        state.config.load().cache.ttl_secs,
         state.started,
     )
 }
@@ -82,7 +83,25 @@ fn latencies(s: &Snapshot) -> Value {
         "error": latency(&s.error_latency),
         "hit_by_tier": tiers,
         "origin_call": latency(&s.origin_latency),
+        "tier_operations": tier_operations(s),
     })
+}
+
+/// `{"memory": {"get": {...}, "put": {...}, ...}, "redis": {...}}` for configured tiers.
+fn tier_operations(s: &Snapshot) -> Value {
+    let tiers: serde_json::Map<String, Value> = s
+        .tiers
+        .iter()
+        .map(|t| {
+            let ops: serde_json::Map<String, Value> = t
+                .ops
+                .iter()
+                .map(|(op, p)| (op.as_str().to_owned(), latency(p)))
+                .collect();
+            (t.kind.as_str().to_owned(), Value::Object(ops))
+        })
+        .collect();
+    Value::Object(tiers)
 }
 
 fn counters(s: &Snapshot) -> Value {
@@ -217,8 +236,16 @@ fn status(state: &Shared, s: &Snapshot) -> Value {
     let tiers: Vec<Value> = s
         .tiers
         .iter()
-        .map(|t| json!({"tier": t.kind.as_str(), "status": t.health.as_str()}))
+        .map(|t| {
+            let rejected: serde_json::Map<String, Value> = t
+                .rejected
+                .iter()
+                .map(|(why, n)| (why.as_str().to_owned(), json!(n)))
+                .collect();
+            json!({"tier": t.kind.as_str(), "status": t.health.as_str(), "rejected_values": rejected})
+        })
         .collect();
+    let breaker = state.chain.breaker();
     json!({
         "cache_backends": {
             "memory_cache": backend(TierKind::Memory),
@@ -228,6 +255,11 @@ fn status(state: &Shared, s: &Snapshot) -> Value {
         "fallback_chain": chain,
         "tiers": tiers,
         "origin": s.origin_kind,
+        "origin_breaker": {
+            "state": breaker.state().as_str(),
+            "consecutive_failures": breaker.consecutive_failures(),
+            "refusals": state.metrics.breaker_refusals(),
+        },
         "timestamp": timestamp(),
     })
 }

@@ -65,15 +65,6 @@ pub fn routes(
         .recover(rejection::handle)
 }
 
-/// Rounds to 2 decimals, as every figure in the JSON dashboards.
-pub fn round2(x: f64) -> f64 {
-    if x.is_finite() {
-        (x * 100.0).round() / 100.0
-    } else {
-        0.0
-    }
-}
-
 /// Now, as RFC 3339 UTC with microseconds (the original's timestamp precision).
 pub fn timestamp() -> String {
     clock::now()

@@ -12,7 +12,7 @@ use warp::reject::{
 use warp::{Rejection, Reply};
 
 use super::json_reply;
-use crate::origins::OriginError;
+use crate::origins::{OriginError, retry_after_secs};
 
 /// An error answered to the client. Messages say what to do and never carry secrets.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +21,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for `Retry-After`, when trying later can help.
+    pub retry_after: Option<u64>,
 }
 
 impl warp::reject::Reject for ApiError {}
@@ -31,6 +33,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -50,9 +53,18 @@ impl ApiError {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
     }
 
-    /// An origin failure: 504 for a timeout, 502 for anything else.
+    /// An origin failure: 504 for a timeout, 503 while the breaker is open, 502 for
+    /// anything else.
     pub fn origin(error: &OriginError) -> Self {
-        if error.is_timeout() {
+        if let OriginError::Unavailable { retry_after } = error {
+            let mut e = Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "origin_unavailable",
+                error.to_string(),
+            );
+            e.retry_after = Some(retry_after_secs(*retry_after));
+            e
+        } else if error.is_timeout() {
             Self::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 "origin_timeout",
@@ -70,6 +82,11 @@ impl ApiError {
         );
         // A body refused (413) or abandoned (408) may be left unread, and hyper then
         // closes the connection: say so, or a keep-alive client reuses it and fails.
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(warp::http::header::RETRY_AFTER, secs.into());
+        }
         if matches!(
             self.status,
             StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT

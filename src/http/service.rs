@@ -1,9 +1,13 @@
-//! The hyper service in front of the routes. `GET /codette/context`, the request every
-//! cache hit is, goes straight to its handler; every other request goes through warp's
-//! filter tree. Why: a warp service is cloned for each request (the whole filter tree:
-//! an `Arc<State>` count bumped and dropped per route, contended between cores), and the
-//! tree is walked route by route; on a memory hit that was most of the difference to the
-//! bare HTTP ceiling that was not kernel time.
+//! The hyper service in front of the routes. Three rules hold for every route here, in
+//! one place: one trailing slash is ignored (`/healthz/` is `/healthz`); HEAD is served
+//! wherever GET is (same status and headers, no body: hyper drops the body of a HEAD
+//! answer); a known path asked with a method it does not take is 405 with `Allow`.
+//! Then `GET /codette/context`, the request every cache hit is, goes straight to its
+//! handler; every other request goes through warp's filter tree. Why: a warp service is
+//! cloned for each request (the whole filter tree: an `Arc<State>` count bumped and
+//! dropped per route, contended between cores), and the tree is walked route by route;
+//! on a memory hit that was most of the difference to the bare HTTP ceiling that was
+//! not kernel time.
 
 use std::convert::Infallible;
 use std::time::Instant;
@@ -11,13 +15,59 @@ use std::time::Instant;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use warp::Filter;
-use warp::http::{Method, Request};
+use warp::http::uri::PathAndQuery;
+use warp::http::{HeaderValue, Method, Request, StatusCode, Uri, header};
 use warp::reply::Response;
 
-use super::{Shared, context};
+use super::{ApiError, Shared, context};
 
 /// The path served without warp.
 const CONTEXT_PATH: &str = "/codette/context";
+
+/// The methods a route takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Takes {
+    /// GET and HEAD.
+    Get,
+    /// POST.
+    Post,
+    /// GET, HEAD and POST.
+    GetPost,
+}
+
+impl Takes {
+    fn allows(self, method: &Method) -> bool {
+        let get = *method == Method::GET || *method == Method::HEAD;
+        match self {
+            Takes::Get => get,
+            Takes::Post => *method == Method::POST,
+            Takes::GetPost => get || *method == Method::POST,
+        }
+    }
+
+    /// The `Allow` header of a 405.
+    fn header(self) -> &'static str {
+        match self {
+            Takes::Get => "GET, HEAD",
+            Takes::Post => "POST",
+            Takes::GetPost => "GET, HEAD, POST",
+        }
+    }
+}
+
+/// Every route the daemon serves, with the methods it takes (the README's route table).
+const ROUTES: &[(&str, Takes)] = &[
+    (CONTEXT_PATH, Takes::GetPost),
+    ("/codette/cache/stats", Takes::Get),
+    ("/codette/cache/metrics", Takes::Get),
+    ("/codette/analytics/dashboard", Takes::Get),
+    ("/codette/cache/status", Takes::Get),
+    ("/codette/cache/clear", Takes::Post),
+    ("/codette/cache/invalidate", Takes::Post),
+    ("/healthz", Takes::Get),
+    ("/readyz", Takes::Get),
+    ("/metrics", Takes::Get),
+];
 
 /// One connection's service: the state for the fast route, warp's `routes` for the rest.
 #[derive(Clone)]
@@ -46,9 +96,22 @@ where
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Response, Infallible>>;
 
-    fn call(&self, request: Request<B>) -> Self::Future {
+    fn call(&self, mut request: Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let path = request.uri().path();
+        if path.len() > 1 && path.ends_with('/') {
+            *request.uri_mut() = without_trailing_slash(request.uri());
+        }
+        let path = request.uri().path();
+        if let Some((_, takes)) = ROUTES.iter().find(|(p, _)| *p == path) {
+            if !takes.allows(request.method()) {
+                return futures_util::future::ready(Ok(not_allowed(*takes))).boxed();
+            }
+        }
+        if request.method() == Method::HEAD {
+            *request.method_mut() = Method::GET;
+        }
         if request.method() == Method::GET && request.uri().path() == CONTEXT_PATH {
-            let started = Instant::now();
             return match context::parse_query(request.uri().query()) {
                 Ok((message, filename)) => {
                     context::answer(started, self.state.clone(), message, filename).boxed()
@@ -58,5 +121,60 @@ where
         }
         let mut routes = warp::service(self.routes.clone());
         tower_service::Service::call(&mut routes, request).boxed()
+    }
+}
+
+/// The same URI with one trailing slash less.
+fn without_trailing_slash(uri: &Uri) -> Uri {
+    let path = uri.path().strip_suffix('/').unwrap_or(uri.path());
+    let rewritten = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = PathAndQuery::from_maybe_shared(rewritten).ok();
+    Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
+}
+
+/// 405 with the `Allow` header RFC 9110 requires.
+fn not_allowed(takes: Takes) -> Response {
+    let mut response = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("this route takes {}", takes.header()),
+    )
+    .reply();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(takes.header()));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One trailing slash is dropped, the query kept.
+    #[test]
+    fn trailing_slash_is_dropped() {
+        let uri: Uri = "/codette/context/?message=a%2Fb".parse().unwrap();
+        assert_eq!(
+            without_trailing_slash(&uri).to_string(),
+            "/codette/context?message=a%2Fb"
+        );
+        let uri: Uri = "/healthz/".parse().unwrap();
+        assert_eq!(without_trailing_slash(&uri).to_string(), "/healthz");
+    }
+
+    /// GET routes take HEAD; 405s name what the route takes.
+    #[test]
+    fn methods_per_route() {
+        assert!(Takes::Get.allows(&Method::HEAD));
+        assert!(!Takes::Get.allows(&Method::POST));
+        assert!(!Takes::Post.allows(&Method::GET));
+        assert!(Takes::GetPost.allows(&Method::POST));
+        let response = not_allowed(Takes::Post);
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers()[header::ALLOW], "POST");
     }
 }

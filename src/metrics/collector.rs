@@ -11,7 +11,7 @@ use prometheus::proto::{self, MetricFamily, MetricType};
 
 use super::recorder::{Recorder, Totals};
 use super::{Outcome, TierOp};
-use crate::tiers::TierKind;
+use crate::names::TierKind;
 
 /// Every recorder a request or an operation writes to.
 pub struct Recorders {

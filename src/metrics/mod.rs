@@ -6,22 +6,26 @@
 
 mod collector;
 mod hdr;
+mod labels;
+mod readers;
 mod recorder;
+mod registrar;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::{
-    Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry, TextEncoder,
 };
 
 use collector::{LatencyCollector, Recorders};
 pub use hdr::{Percentiles, empty as empty_histogram};
+pub use labels::{EvictionCause, OriginResult, Outcome, TierOp, ValueRejection};
 use recorder::Recorder;
+use registrar::{Registrar, per_tier_op};
 
-use crate::origins::OriginError;
-use crate::tiers::TierKind;
+use crate::names::{BreakerState, TierKind};
 
 /// Request latency buckets: 100 µs (a memory hit) to 10 s (past any origin timeout).
 pub const REQUEST_BUCKETS: &[f64] = &[
@@ -34,119 +38,6 @@ pub const TIER_BUCKETS: &[f64] = &[
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
     0.1, 0.25, 1.0,
 ];
-
-/// How a request ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Hit(TierKind),
-    Miss,
-    Stale(TierKind),
-    Error,
-}
-
-const TIERS: usize = TierKind::ALL.len();
-const OUTCOMES: usize = 2 * TIERS + 2;
-
-impl Outcome {
-    /// Every outcome, in index order.
-    pub fn all() -> impl Iterator<Item = Outcome> {
-        TierKind::ALL
-            .into_iter()
-            .map(Outcome::Hit)
-            .chain([Outcome::Miss])
-            .chain(TierKind::ALL.into_iter().map(Outcome::Stale))
-            .chain([Outcome::Error])
-    }
-
-    fn index(self) -> usize {
-        match self {
-            Outcome::Hit(k) => k.index(),
-            Outcome::Miss => TIERS,
-            Outcome::Stale(k) => TIERS + 1 + k.index(),
-            Outcome::Error => OUTCOMES - 1,
-        }
-    }
-
-    /// `(tier, result)` label values.
-    pub fn labels(self) -> (&'static str, &'static str) {
-        match self {
-            Outcome::Hit(k) => (k.as_str(), "hit"),
-            Outcome::Miss => ("origin", "miss"),
-            Outcome::Stale(k) => (k.as_str(), "stale"),
-            Outcome::Error => ("none", "error"),
-        }
-    }
-}
-
-/// A tier operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TierOp {
-    Get,
-    Put,
-    Remove,
-    Clear,
-}
-
-impl TierOp {
-    pub const ALL: [TierOp; 4] = [TierOp::Get, TierOp::Put, TierOp::Remove, TierOp::Clear];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TierOp::Get => "get",
-            TierOp::Put => "put",
-            TierOp::Remove => "remove",
-            TierOp::Clear => "clear",
-        }
-    }
-}
-
-/// Why an entry left a tier (moka's removal causes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EvictionCause {
-    Size,
-    Expired,
-    Explicit,
-    Replaced,
-}
-
-impl EvictionCause {
-    pub const ALL: [EvictionCause; 4] = [
-        EvictionCause::Size,
-        EvictionCause::Expired,
-        EvictionCause::Explicit,
-        EvictionCause::Replaced,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EvictionCause::Size => "size",
-            EvictionCause::Expired => "expired",
-            EvictionCause::Explicit => "explicit",
-            EvictionCause::Replaced => "replaced",
-        }
-    }
-}
-
-/// How an origin call ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OriginResult {
-    Ok,
-    Error,
-    Timeout,
-}
-
-impl OriginResult {
-    pub const ALL: [OriginResult; 3] =
-        [OriginResult::Ok, OriginResult::Error, OriginResult::Timeout];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OriginResult::Ok => "ok",
-            OriginResult::Error => "error",
-            OriginResult::Timeout => "timeout",
-        }
-    }
-}
 
 /// Every metric of the daemon.
 pub struct Metrics {
@@ -169,6 +60,12 @@ pub struct Metrics {
     reloads: IntCounterVec,
     open_connections: IntGauge,
     rejected_connections: IntCounter,
+    /// `[tier][reason]`
+    rejected_values: Vec<Vec<IntCounter>>,
+    breaker_state: IntGauge,
+    /// By `BreakerState as usize`.
+    breaker_transitions: Vec<IntCounter>,
+    breaker_refusals: IntCounter,
 }
 
 impl Default for Metrics {
@@ -190,7 +87,7 @@ impl Metrics {
                 .collect(),
             tier_ops: TierKind::ALL
                 .iter()
-                .flat_map(|_| TierOp::ALL.map(|_| Recorder::new(TIER_BUCKETS, false, shards)))
+                .flat_map(|_| TierOp::ALL.map(|_| Recorder::new(TIER_BUCKETS, true, shards)))
                 .collect(),
             origin: Recorder::new(REQUEST_BUCKETS, true, shards),
         });
@@ -278,6 +175,30 @@ impl Metrics {
             reloads.with_label_values(&[result]);
         }
 
+        let rejected = r.counter_vec(
+            "codette_cache_tier_rejected_values_total",
+            "Values found in a shared tier but not served (a miss instead), by reason.",
+            &["tier", "reason"],
+        );
+        let rejected_values = TierKind::ALL
+            .iter()
+            .map(|k| {
+                ValueRejection::ALL
+                    .iter()
+                    .map(|why| rejected.with_label_values(&[k.as_str(), why.as_str()]))
+                    .collect()
+            })
+            .collect();
+        let transitions = r.counter_vec(
+            "codette_cache_origin_breaker_transitions_total",
+            "Times the origin circuit breaker moved to a state.",
+            &["to"],
+        );
+        let breaker_transitions = BreakerState::ALL
+            .iter()
+            .map(|s| transitions.with_label_values(&[s.as_str()]))
+            .collect();
+
         let process = prometheus::process_collector::ProcessCollector::for_self();
         let _ = registry.register(Box::new(process));
 
@@ -312,6 +233,16 @@ impl Metrics {
                 "codette_cache_rejected_connections_total",
                 "Connections refused because max_connections were open.",
             ),
+            rejected_values,
+            breaker_state: r.int_gauge(
+                "codette_cache_origin_breaker_state",
+                "The origin circuit breaker: 0 closed, 1 open, 2 half-open.",
+            ),
+            breaker_transitions,
+            breaker_refusals: r.int_counter(
+                "codette_cache_origin_breaker_refusals_total",
+                "Origin calls not made because the circuit breaker was open.",
+            ),
             registry,
         }
     }
@@ -337,13 +268,8 @@ impl Metrics {
     }
 
     /// Records one origin call.
-    pub fn origin_call(&self, result: Result<(), &OriginError>, latency: Duration) {
-        let r = match result {
-            Ok(()) => OriginResult::Ok,
-            Err(e) if e.is_timeout() => OriginResult::Timeout,
-            Err(_) => OriginResult::Error,
-        };
-        self.origin_results[r as usize].inc();
+    pub fn origin_call(&self, result: OriginResult, latency: Duration) {
+        self.origin_results[result as usize].inc();
         self.latency.origin.record(latency);
     }
 
@@ -357,6 +283,22 @@ impl Metrics {
 
     pub fn eviction(&self, tier: TierKind, cause: EvictionCause) {
         self.evictions[tier.index()][cause as usize].inc();
+    }
+
+    /// A value a shared tier held was not served.
+    pub fn value_rejected(&self, tier: TierKind, why: ValueRejection) {
+        self.rejected_values[tier.index()][why as usize].inc();
+    }
+
+    /// The origin breaker moved to `to`.
+    pub fn breaker_moved(&self, to: BreakerState) {
+        self.breaker_state.set(to as i64);
+        self.breaker_transitions[to as usize].inc();
+    }
+
+    /// An origin call was refused by the open breaker.
+    pub fn breaker_refused(&self) {
+        self.breaker_refusals.inc();
     }
 
     pub fn coalesced_waiter(&self) {
@@ -409,139 +351,11 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
-
-    // Readers for the dashboards.
-
-    pub fn count(&self, outcome: Outcome) -> u64 {
-        self.latency.outcomes[outcome.index()].totals().count
-    }
-
-    /// Exact total latency of an outcome.
-    pub fn total(&self, outcome: Outcome) -> Duration {
-        Duration::from_nanos(self.latency.outcomes[outcome.index()].totals().nanos)
-    }
-
-    /// Mean latency of an outcome, `None` before the first one.
-    pub fn mean(&self, outcome: Outcome) -> Option<Duration> {
-        let t = self.latency.outcomes[outcome.index()].totals();
-        (t.count > 0).then(|| Duration::from_nanos(t.nanos / t.count))
-    }
-
-    pub fn percentiles(&self, outcome: Outcome) -> Percentiles {
-        self.percentiles_of(&[outcome])
-    }
-
-    /// Percentiles of several outcomes' requests together (e.g. hits of every tier),
-    /// from their histograms merged: percentiles cannot be combined any other way.
-    pub fn percentiles_of(&self, outcomes: &[Outcome]) -> Percentiles {
-        let mut all = hdr::empty();
-        for outcome in outcomes {
-            self.latency.outcomes[outcome.index()].merge_into(&mut all);
-        }
-        Percentiles::of(&all)
-    }
-
-    pub fn origin_percentiles(&self) -> Percentiles {
-        let mut all = hdr::empty();
-        self.latency.origin.merge_into(&mut all);
-        Percentiles::of(&all)
-    }
-
-    pub fn origin_count(&self, result: OriginResult) -> u64 {
-        self.origin_results[result as usize].get()
-    }
-
-    pub fn coalesced(&self) -> u64 {
-        self.coalesced.get()
-    }
-
-    pub fn evictions(&self, tier: TierKind, cause: EvictionCause) -> u64 {
-        self.evictions[tier.index()][cause as usize].get()
-    }
-
-    pub fn reconnects(&self, tier: TierKind) -> u64 {
-        self.reconnects[tier.index()].get()
-    }
-
-    pub fn tier_errors(&self, tier: TierKind) -> u64 {
-        self.tier_errors[tier.index()]
-            .iter()
-            .map(IntCounter::get)
-            .sum()
-    }
-
-    pub fn time_saved(&self) -> Duration {
-        let nanos = TierKind::ALL
-            .iter()
-            .map(|&k| {
-                self.latency.outcomes[Outcome::Hit(k).index()]
-                    .totals()
-                    .saved_nanos
-            })
-            .sum();
-        Duration::from_nanos(nanos)
-    }
-}
-
-/// One child per (tier, op), indexed `[tier][op]`.
-fn per_tier_op<T>(child: impl Fn(&str, &str) -> T) -> Vec<Vec<T>> {
-    TierKind::ALL
-        .iter()
-        .map(|k| {
-            TierOp::ALL
-                .iter()
-                .map(|op| child(k.as_str(), op.as_str()))
-                .collect()
-        })
-        .collect()
-}
-
-/// Registers families, panicking only on a programming error (a duplicate or
-/// malformed constant name), which every test run would hit first.
-struct Registrar<'a>(&'a Registry);
-
-impl Registrar<'_> {
-    fn add<C: prometheus::core::Collector + Clone + 'static>(&self, c: C) -> C {
-        self.0
-            .register(Box::new(c.clone()))
-            .expect("metric names are unique constants");
-        c
-    }
-
-    fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-        self.add(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
-    }
-
-    fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-        self.add(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
-    }
-
-    fn int_counter(&self, name: &str, help: &str) -> IntCounter {
-        self.add(IntCounter::new(name, help).expect("valid metric"))
-    }
-
-    fn int_gauge(&self, name: &str, help: &str) -> IntGauge {
-        self.add(IntGauge::new(name, help).expect("valid metric"))
-    }
-
-    fn gauge(&self, name: &str, help: &str) -> Gauge {
-        self.add(Gauge::new(name, help).expect("valid metric"))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Every outcome has its own slot and labels.
-    #[test]
-    fn outcome_indices_are_distinct() {
-        let mut seen: Vec<usize> = Outcome::all().map(Outcome::index).collect();
-        assert_eq!(seen.len(), OUTCOMES);
-        seen.sort_unstable();
-        seen.dedup();
-        assert_eq!(seen.len(), OUTCOMES);
-    }
 
     /// Recording shows up in counts, means, percentiles and the text format.
     #[test]

@@ -2,6 +2,7 @@
 //! by `type`, and `Origin`, the registry enum dispatching with a plain `match`.
 //! Adding one: a file, a variant in `OriginConfig` and `Origin`, and its arms.
 
+pub mod breaker;
 pub mod postgres;
 pub mod sample;
 pub mod supabase;
@@ -13,7 +14,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Secret;
+use crate::secret::Secret;
+pub use breaker::{Admit, Breaker, BreakerSettings, BreakerState, CallResult};
 pub use postgres::{PostgresConfig, PostgresOrigin};
 pub use sample::{SampleConfig, SampleOrigin};
 pub use supabase::{SupabaseConfig, SupabaseOrigin};
@@ -49,11 +51,36 @@ pub enum OriginError {
     /// The call's task ended without an answer (a bug or a shutdown).
     #[error("the origin call was aborted")]
     Aborted,
+    /// The circuit breaker is open: not called (503 with `Retry-After`).
+    #[error("the origin is unavailable (circuit breaker open after repeated failures); retry in {}s", retry_after_secs(*.retry_after))]
+    Unavailable { retry_after: Duration },
+}
+
+/// Whole seconds for `Retry-After`, at least 1.
+pub fn retry_after_secs(after: Duration) -> u64 {
+    (after.as_millis().div_ceil(1000) as u64).max(1)
 }
 
 impl OriginError {
     pub fn is_timeout(&self) -> bool {
         matches!(self, OriginError::Timeout(_))
+    }
+
+    /// How the circuit breaker counts this error: timeouts, connection errors and a
+    /// gateway's 502/503/504 count against the origin; an error the origin raised
+    /// itself proves it is reachable; a call that never went out counts not at all.
+    pub fn breaker_result(&self) -> Option<CallResult> {
+        match self {
+            OriginError::Timeout(_) | OriginError::Unreachable(_) => Some(CallResult::Failed),
+            OriginError::Status { status, .. } if (502..=504).contains(status) => {
+                Some(CallResult::Failed)
+            }
+            OriginError::Aborted | OriginError::Unavailable { .. } => None,
+            OriginError::Status { .. }
+            | OriginError::Malformed(_)
+            | OriginError::TooLarge { .. }
+            | OriginError::Database(_) => Some(CallResult::Reached),
+        }
     }
 }
 
@@ -91,7 +118,7 @@ impl OriginConfig {
 
     pub(crate) fn redact(&mut self) {
         if let OriginConfig::Postgres(c) = self {
-            c.url = crate::config::redact_url(&c.url);
+            c.url = crate::secret::redact_url(&c.url);
         }
     }
 
@@ -110,6 +137,28 @@ impl OriginConfig {
             OriginConfig::Supabase(c) => Some(&c.function),
             OriginConfig::Postgres(c) => Some(&c.function),
             OriginConfig::Sample(_) => None,
+        }
+    }
+
+    /// The circuit breaker's settings.
+    pub fn breaker(&self) -> BreakerSettings {
+        let (failures, open_ms) = match self {
+            OriginConfig::Supabase(c) => (c.breaker_failures, c.breaker_open_ms),
+            OriginConfig::Postgres(c) => (c.breaker_failures, c.breaker_open_ms),
+            OriginConfig::Sample(c) => (c.breaker_failures, c.breaker_open_ms),
+        };
+        BreakerSettings {
+            failures,
+            open_for: Duration::from_millis(open_ms),
+        }
+    }
+
+    /// Largest answer the origin accepts; tiers refuse larger values as well.
+    pub fn max_response_bytes(&self) -> usize {
+        match self {
+            OriginConfig::Supabase(c) => c.max_response_bytes,
+            OriginConfig::Postgres(c) => c.max_response_bytes,
+            OriginConfig::Sample(_) => supabase::default_max_response_bytes(),
         }
     }
 
@@ -137,6 +186,11 @@ pub trait ContextOrigin: Send + Sync {
     fn health(&self) -> impl Future<Output = Result<(), OriginError>> + Send;
     /// The fallback chain's last step, in words.
     fn describe(&self) -> &'static str;
+    /// Whether the half-open breaker should check [`ContextOrigin::health`] before
+    /// letting a real call through (an HTTP origin with `health_path`).
+    fn probes_health(&self) -> bool {
+        false
+    }
 }
 
 /// The registry.
@@ -175,6 +229,10 @@ impl Origin {
 
     pub fn describe(&self) -> &'static str {
         each_origin!(self, o => o.describe())
+    }
+
+    pub fn probes_health(&self) -> bool {
+        each_origin!(self, o => o.probes_health())
     }
 }
 

@@ -1,7 +1,12 @@
 //! The PostgreSQL origin: the same SQL function called directly,
 //! `SELECT public.get_codette_context($1, $2)`, over a deadpool of tokio-postgres
-//! connections. After a server restart the pool drops closed connections and opens new
-//! ones; a call that finds its connection closed is retried once on a fresh one.
+//! connections. A connection-level failure (closed, refused, reset, "the database system
+//! is starting up / shutting down") is retried on a fresh connection with a short,
+//! growing backoff until the call's `timeout_ms` runs out, so a restart shorter than the
+//! timeout costs a client nothing, as PgBouncer's pause would; only errors the function
+//! itself raised are final at once. Retrying is safe: the function is STABLE (it reads).
+//! Waiters stay bounded: one call per key (the chain's single flight), each bounded by
+//! the timeout, and the breaker refuses calls once a longer outage opens it.
 
 use std::time::Duration;
 
@@ -32,6 +37,12 @@ pub struct PostgresConfig {
     /// Largest answer accepted.
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
+    /// Consecutive timeouts or connection errors that open the circuit breaker (0: never).
+    #[serde(default = "super::breaker::default_failures")]
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before one probe call.
+    #[serde(default = "super::breaker::default_open_ms")]
+    pub breaker_open_ms: u64,
 }
 
 fn default_function() -> String {
@@ -48,7 +59,7 @@ impl PostgresConfig {
         if let Err(e) = self.url.parse::<tokio_postgres::Config>() {
             problems.push(format!(
                 "url {:?} is not a PostgreSQL URL: {e}",
-                crate::config::redact_url(&self.url)
+                crate::secret::redact_url(&self.url)
             ));
         }
         if !is_plain_identifier(&self.function) {
@@ -115,9 +126,15 @@ impl PostgresOrigin {
     }
 }
 
-/// A failed call, remembering whether the connection was closed under it (retryable).
+/// First pause between retries of a connection-level failure; it doubles up to
+/// [`RETRY_MAX`]. Short: a restart takes a few hundred milliseconds.
+const RETRY_FIRST: Duration = Duration::from_millis(10);
+/// Longest pause between retries: keeps a returning server noticed within this.
+const RETRY_MAX: Duration = Duration::from_millis(200);
+
+/// A failed call, remembering whether it failed at the connection level (retryable).
 enum CallError {
-    Closed(String),
+    Connection(String),
     Other(String),
 }
 
@@ -128,25 +145,46 @@ impl From<tokio_postgres::Error> for CallError {
             Some(db) => db.message().to_owned(),
             None => e.to_string(),
         };
-        if e.is_closed() {
-            CallError::Closed(text)
+        if is_connection_level(&e) {
+            CallError::Connection(text)
         } else {
             CallError::Other(text)
         }
     }
 }
 
+/// Closed connections, socket errors, and the server's connection-class SQLSTATEs:
+/// 08xxx (connection exception), 57P01-57P03 (shutting down, crashed, starting up).
+fn is_connection_level(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(code) = e.code() {
+        let code = code.code();
+        return code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03");
+    }
+    // A socket error (refused, reset, broken pipe) carries the io::Error as its source.
+    std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+}
+
 impl ContextOrigin for PostgresOrigin {
     async fn fetch(&self, request: &ContextRequest) -> Result<Bytes, OriginError> {
-        let attempt = async {
-            match self.call(request).await {
-                Err(CallError::Closed(_)) => self.call(request).await,
-                other => other,
+        let attempts = async {
+            let mut pause = RETRY_FIRST;
+            loop {
+                match self.call(request).await {
+                    Err(CallError::Connection(m)) => {
+                        tracing::debug!(error = %m, ?pause, "postgres connection failed; retrying");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(RETRY_MAX);
+                    }
+                    other => return other,
+                }
             }
         };
-        let text = match tokio::time::timeout(self.timeout, attempt).await {
+        let text = match tokio::time::timeout(self.timeout, attempts).await {
             Err(_) => return Err(OriginError::Timeout(self.timeout)),
-            Ok(Err(CallError::Closed(m) | CallError::Other(m))) => {
+            Ok(Err(CallError::Connection(m) | CallError::Other(m))) => {
                 return Err(OriginError::Database(m));
             }
             Ok(Ok(text)) => text.unwrap_or_else(|| "null".into()),

@@ -25,7 +25,7 @@ const STOPWORDS: &[&str] = &[
 ];
 
 /// `[origin] type = "sample"`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SampleConfig {
     /// Another knowledge file of the same shape; the embedded one when absent.
@@ -34,6 +34,23 @@ pub struct SampleConfig {
     /// Delay added to every answer, to mimic the real RPC (about 300 ms) in demos.
     #[serde(default)]
     pub latency_ms: u64,
+    /// Consecutive timeouts or connection errors that open the circuit breaker (0: never).
+    #[serde(default = "super::breaker::default_failures")]
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before one probe call.
+    #[serde(default = "super::breaker::default_open_ms")]
+    pub breaker_open_ms: u64,
+}
+
+impl Default for SampleConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            latency_ms: 0,
+            breaker_failures: super::breaker::default_failures(),
+            breaker_open_ms: super::breaker::default_open_ms(),
+        }
+    }
 }
 
 impl SampleConfig {

@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use super::{ContextOrigin, ContextRequest, OriginError, is_plain_identifier};
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// Bytes of an error body read to find PostgREST's `message`.
 const ERROR_BODY_LIMIT: usize = 4 * 1024;
@@ -37,6 +37,15 @@ pub struct SupabaseConfig {
     /// Largest answer accepted (an error above it, not an out-of-memory).
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
+    /// Consecutive timeouts or connection errors that open the circuit breaker (0: never).
+    #[serde(default = "super::breaker::default_failures")]
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before one probe call.
+    #[serde(default = "super::breaker::default_open_ms")]
+    pub breaker_open_ms: u64,
+    /// A path (e.g. `/rest/v1/`) the half-open breaker GETs before letting a call through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_path: Option<String>,
 }
 
 fn default_function() -> String {
@@ -74,6 +83,13 @@ impl SupabaseConfig {
                 self.function
             ));
         }
+        if self
+            .health_path
+            .as_deref()
+            .is_some_and(|p| !p.starts_with('/'))
+        {
+            problems.push("health_path must start with / (e.g. \"/rest/v1/\")".into());
+        }
         if self.timeout_ms == 0 || self.max_response_bytes == 0 {
             problems.push("timeout_ms and max_response_bytes must be > 0".into());
         }
@@ -86,6 +102,7 @@ pub struct SupabaseOrigin {
     client: reqwest::Client,
     rpc_url: String,
     health_url: String,
+    probes_health: bool,
     api_key: Secret,
     timeout: Duration,
     max_response_bytes: usize,
@@ -113,7 +130,15 @@ impl SupabaseOrigin {
         Ok(Self {
             client,
             rpc_url: format!("{base}/rest/v1/rpc/{}", config.function),
-            health_url: format!("{base}/rest/v1/"),
+            health_url: format!(
+                "{base}/{}",
+                config
+                    .health_path
+                    .as_deref()
+                    .unwrap_or("/rest/v1/")
+                    .trim_start_matches('/')
+            ),
+            probes_health: config.health_path.is_some(),
             api_key: config.api_key.clone(),
             timeout,
             max_response_bytes: config.max_response_bytes,
@@ -227,6 +252,10 @@ impl ContextOrigin for SupabaseOrigin {
 
     fn describe(&self) -> &'static str {
         "Fresh Supabase RPC call"
+    }
+
+    fn probes_health(&self) -> bool {
+        self.probes_health
     }
 }
 

@@ -17,7 +17,7 @@ use moka::sync::Cache;
 use serde::{Deserialize, Serialize};
 
 use super::{BuildContext, CacheTier, Found, Health, Size, TierError, TierKind};
-use crate::chain::Key;
+use crate::key::Key;
 use crate::metrics::EvictionCause;
 
 /// Bytes charged per entry beyond key and body: moka's nodes (about nine allocations:
@@ -228,6 +228,7 @@ mod tests {
             metrics: Arc::new(Metrics::new()),
             ttl,
             stale_retention: Duration::ZERO,
+            max_value_bytes: 4 << 20,
         };
         MemoryTier::new(
             &MemoryConfig {

@@ -14,34 +14,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::chain::Key;
+use crate::key::Key;
 use crate::metrics::Metrics;
+pub use crate::names::TierKind;
 
 pub use memory::{MemoryConfig, MemoryTier};
 pub use redis::{RedisConfig, RedisTier};
-
-/// The kinds of tier, as bounded label values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TierKind {
-    Memory,
-    Redis,
-}
-
-impl TierKind {
-    pub const ALL: [TierKind; 2] = [TierKind::Memory, TierKind::Redis];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TierKind::Memory => "memory",
-            TierKind::Redis => "redis",
-        }
-    }
-
-    /// Position in [`TierKind::ALL`], for per-kind metric arrays.
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
 
 /// `[[tiers]]`: one table per tier, in look-up order.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -76,7 +54,7 @@ impl TierConfig {
 
     pub(crate) fn redact(&mut self) {
         if let TierConfig::Redis(c) = self {
-            c.url = crate::config::redact_url(&c.url);
+            c.url = crate::secret::redact_url(&c.url);
         }
     }
 
@@ -99,6 +77,8 @@ pub struct BuildContext {
     pub ttl: Duration,
     /// How long past its TTL an entry may still be served stale (if the tier can keep it).
     pub stale_retention: Duration,
+    /// Values larger than this (the origin's `max_response_bytes`) are never read whole.
+    pub max_value_bytes: usize,
 }
 
 /// A value a tier found.
@@ -158,6 +138,9 @@ pub enum TierError {
     /// The backend answered with an error.
     #[error("{tier}: {message}")]
     Backend { tier: &'static str, message: String },
+    /// The value under the key is larger than the tier may read; a miss.
+    #[error("{tier}: the value is larger than {limit} bytes")]
+    TooLarge { tier: &'static str, limit: usize },
     /// The settings could not be turned into a client.
     #[error("{tier} configuration: {message}")]
     Config { tier: &'static str, message: String },

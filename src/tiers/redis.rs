@@ -1,6 +1,8 @@
 //! The Redis tier, compatible with the original server's layout: `GET context:<md5>`,
 //! `SET context:<md5> <json> EX <ttl>`, values are plain JSON text. Clearing walks the
-//! prefix with SCAN + UNLINK, never KEYS.
+//! prefix with SCAN + UNLINK, never KEYS. A read takes at most `max_value_bytes + 1`
+//! bytes (GETRANGE), so a huge value another writer left is a miss, never read whole;
+//! whether a value may be served at all is the chain's call (`chain/storable.rs`).
 //!
 //! Failure handling: every call has its own outer timeout (the connection manager alone
 //! can hang for seconds after a restart). The first failure opens a circuit: requests
@@ -17,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use super::{BuildContext, CacheTier, Found, Health, Size, TierError, TierKind};
-use crate::chain::Key;
+use crate::key::Key;
 use crate::metrics::Metrics;
 
 const TIER: &str = "redis";
@@ -64,7 +66,7 @@ impl RedisConfig {
         if let Err(e) = redis::Client::open(self.url.as_str()) {
             problems.push(format!(
                 "url {:?} is not a Redis URL: {e}",
-                crate::config::redact_url(&self.url)
+                crate::secret::redact_url(&self.url)
             ));
         }
         if self.timeout_ms == 0 || self.connect_timeout_ms == 0 {
@@ -88,6 +90,7 @@ pub struct RedisTier {
     conn: ConnectionManager,
     timeout: Duration,
     ttl_secs: AtomicU64,
+    max_value_bytes: usize,
     link: Arc<Link>,
     metrics: Arc<Metrics>,
 }
@@ -126,6 +129,7 @@ impl RedisTier {
             conn,
             timeout,
             ttl_secs: AtomicU64::new(ctx.ttl.as_secs().max(1)),
+            max_value_bytes: ctx.max_value_bytes,
             link,
             metrics: Arc::clone(&ctx.metrics),
         })
@@ -224,26 +228,26 @@ async fn probe(
 
 impl CacheTier for RedisTier {
     async fn get(&self, key: &Key) -> Result<Option<Found>, TierError> {
-        let k = key.as_str();
-        let (body, pttl): (Option<Bytes>, i64) = self
+        let (k, limit) = (key.as_str(), self.max_value_bytes);
+        // PTTL first: -2 says the key is absent (GETRANGE answers "" for that too).
+        let (pttl, body): (i64, Bytes) = self
             .call(async |c| {
                 redis::pipe()
-                    .cmd("GET")
-                    .arg(k)
                     .cmd("PTTL")
                     .arg(k)
+                    .cmd("GETRANGE")
+                    .arg(k)
+                    .arg(0)
+                    .arg(limit)
                     .query_async(c)
                     .await
             })
             .await?;
-        let Some(body) = body else { return Ok(None) };
-        // Another writer (the original server, redis-cli) may have stored anything here:
-        // serve only JSON, since the bytes go into our response verbatim.
-        if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
-            return Err(TierError::Backend {
-                tier: TIER,
-                message: "the value under this key is not JSON; ignoring it".into(),
-            });
+        if pttl == -2 {
+            return Ok(None);
+        }
+        if body.len() > limit {
+            return Err(TierError::TooLarge { tier: TIER, limit });
         }
         let ttl = Duration::from_secs(self.ttl());
         // PTTL is -1 for a key without expiry: its age is unknown, call it new.

@@ -1,0 +1,127 @@
+//! The origin call behind a miss: one per key at a time (the single flight), asked of
+//! the circuit breaker first, its answer judged (`storable.rs`) and stored into every
+//! tier: local tiers before the waiters are answered (so the next request is a hit),
+//! remote tiers after.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::future::{BoxFuture, Shared};
+
+use super::storable::{self, Shape, Verdict};
+use super::tier_io::timed_put;
+use super::{Chain, FlightResult, Role};
+use crate::key::Key;
+use crate::metrics::{Metrics, OriginResult};
+use crate::origins::{Admit, Breaker, CallResult, ContextRequest, Origin, OriginError};
+use crate::tiers::Tier;
+
+/// What a waiter awaits.
+pub type Waiting = Shared<BoxFuture<'static, FlightResult>>;
+
+impl Chain {
+    /// Joins (or starts) the origin call for `key`.
+    pub(super) fn fly(&self, key: &Key, request: ContextRequest) -> (Role, Waiting) {
+        let origin = Arc::clone(&self.origin);
+        let breaker = Arc::clone(&self.breaker);
+        let tiers = Arc::clone(&self.tiers);
+        let metrics = Arc::clone(&self.metrics);
+        let shape = self.shape;
+        let flight_key = key.clone();
+        self.flights.join(key, move |tx| async move {
+            match call(&origin, &breaker, &metrics, shape, &request).await {
+                Ok((body, cacheable)) => {
+                    if !cacheable {
+                        // Not stored, so not shared with requests that come after it.
+                        tx.release();
+                    }
+                    let (local, remote): (Vec<&Tier>, Vec<&Tier>) = tiers
+                        .iter()
+                        .filter(|_| cacheable)
+                        .partition(|t| t.is_local());
+                    for tier in local {
+                        timed_put(&metrics, tier, &flight_key, &body).await;
+                    }
+                    let _ = tx.send(Ok(body.clone()));
+                    for tier in remote {
+                        timed_put(&metrics, tier, &flight_key, &body).await;
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "origin call failed");
+                    let _ = tx.send(Err(Arc::new(error)));
+                }
+            }
+        })
+    }
+}
+
+/// One origin call under the breaker: refused at once while it is open; in half-open,
+/// this call is the probe (preceded by the origin's health check when it has one).
+/// Gives the answer and whether it may be stored.
+async fn call(
+    origin: &Origin,
+    breaker: &Breaker,
+    metrics: &Metrics,
+    shape: Shape,
+    request: &ContextRequest,
+) -> Result<(Bytes, bool), OriginError> {
+    let (admit, moved) = breaker.admit();
+    if let Some(state) = moved {
+        metrics.breaker_moved(state);
+        tracing::info!(state = state.as_str(), "origin breaker: probing");
+    }
+    match admit {
+        Admit::Refuse { retry_after } => {
+            metrics.breaker_refused();
+            return Err(OriginError::Unavailable { retry_after });
+        }
+        Admit::Probe if origin.probes_health() => {
+            if let Err(error) = origin.health().await {
+                // Any failed check keeps it open, even one the origin answered (a 401).
+                if let Some(state) = breaker.record(CallResult::Failed) {
+                    metrics.breaker_moved(state);
+                    tracing::warn!(%error, "origin breaker: health probe failed; open again");
+                }
+                return Err(OriginError::Unavailable {
+                    retry_after: breaker.open_for(),
+                });
+            }
+        }
+        Admit::Probe | Admit::Call => {}
+    }
+    let started = Instant::now();
+    let result = origin
+        .fetch(request)
+        .await
+        .and_then(|body| match storable::judge(&body, shape) {
+            Verdict::Invalid => Err(OriginError::Malformed(
+                "the answer is not UTF-8 JSON".into(),
+            )),
+            verdict => Ok((body, verdict == Verdict::Store)),
+        });
+    let label = match &result {
+        Ok(_) => OriginResult::Ok,
+        Err(e) if e.is_timeout() => OriginResult::Timeout,
+        Err(_) => OriginResult::Error,
+    };
+    metrics.origin_call(label, started.elapsed());
+    settle(breaker, metrics, &result);
+    result
+}
+
+/// Tells the breaker how a call ended, and the metrics and log if that moved it.
+fn settle<T>(breaker: &Breaker, metrics: &Metrics, result: &Result<T, OriginError>) {
+    let counted = match result {
+        Ok(_) => Some(CallResult::Reached),
+        Err(e) => e.breaker_result(),
+    };
+    if let Some(state) = counted.and_then(|r| breaker.record(r)) {
+        metrics.breaker_moved(state);
+        match result {
+            Err(error) => tracing::warn!(state = state.as_str(), %error, "origin breaker moved"),
+            Ok(_) => tracing::info!(state = state.as_str(), "origin breaker moved"),
+        }
+    }
+}

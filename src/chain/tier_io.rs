@@ -1,0 +1,87 @@
+//! Timed tier operations: every tier is measured alike, here rather than in each tier.
+//! A value read from a shared (remote) tier is served only if the daemon would have
+//! stored it (`storable.rs`); anything else is a miss, counted by reason.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::Chain;
+use super::storable::{self, Verdict};
+use crate::key::Key;
+use crate::metrics::{Metrics, TierOp, ValueRejection};
+use crate::names::TierKind;
+use crate::tiers::{Found, Tier, TierError};
+
+impl Chain {
+    /// One timed tier read; failures are counted and turn into a skip, unusable values
+    /// into a miss.
+    pub(super) async fn tier_get(&self, tier: &Tier, key: &Key) -> Option<Found> {
+        let started = Instant::now();
+        let result = tier.get(key).await;
+        record(&self.metrics, tier.kind(), TierOp::Get, started, &result);
+        let found = result.ok().flatten()?;
+        if !tier.is_local() {
+            let why = match storable::judge(&found.body, self.shape) {
+                Verdict::Store => return Some(found),
+                Verdict::Keep => ValueRejection::NotStorable,
+                Verdict::Invalid => ValueRejection::Invalid,
+            };
+            self.metrics.value_rejected(tier.kind(), why);
+            tracing::debug!(
+                tier = tier.kind().as_str(),
+                key = key.as_str(),
+                reason = why.as_str(),
+                "value in the tier not served"
+            );
+            return None;
+        }
+        Some(found)
+    }
+
+    /// Copies a hit into the tiers above the one that had it.
+    pub(super) fn backfill(&self, hit_index: usize, key: &Key, body: &Bytes) {
+        for (i, tier) in self.tiers[..hit_index].iter().enumerate() {
+            if tier.is_local() {
+                // In-process puts are synchronous under the hood: no task needed.
+                let fut = timed_put(&self.metrics, tier, key, body);
+                futures_util::FutureExt::now_or_never(fut);
+            } else {
+                let (tiers, metrics) = (Arc::clone(&self.tiers), Arc::clone(&self.metrics));
+                let (key, body) = (key.clone(), body.clone());
+                tokio::spawn(async move { timed_put(&metrics, &tiers[i], &key, &body).await });
+            }
+        }
+    }
+}
+
+pub(super) async fn timed_put(metrics: &Metrics, tier: &Tier, key: &Key, body: &Bytes) {
+    let started = Instant::now();
+    let result = tier.put(key, body).await;
+    record(metrics, tier.kind(), TierOp::Put, started, &result);
+}
+
+/// Records a tier operation; a skip of a tier known to be down is neither timed nor an
+/// error (the tier did no work), `tier_up` already says it is down. A value too large to
+/// read is a rejected value, not a failed operation.
+pub(super) fn record<T>(
+    metrics: &Metrics,
+    kind: TierKind,
+    op: TierOp,
+    started: Instant,
+    result: &Result<T, TierError>,
+) {
+    match result {
+        Err(TierError::Unavailable { .. }) => {}
+        Err(TierError::TooLarge { .. }) => {
+            metrics.tier_op(kind, op, started.elapsed(), false);
+            metrics.value_rejected(kind, ValueRejection::TooLarge);
+        }
+        Ok(_) => metrics.tier_op(kind, op, started.elapsed(), false),
+        Err(e) => {
+            tracing::debug!(tier = kind.as_str(), op = op.as_str(), error = %e, "tier operation failed");
+            metrics.tier_op(kind, op, started.elapsed(), true);
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! What the dashboards and the advice read back: counts, means and percentiles, with
+//! shards added up and histograms merged (the slow side, off the request path).
+
+use std::time::Duration;
+
+use prometheus::IntCounter;
+
+use super::{
+    EvictionCause, Metrics, OriginResult, Outcome, Percentiles, TierOp, ValueRejection, hdr,
+};
+use crate::names::TierKind;
+
+impl Metrics {
+    pub fn count(&self, outcome: Outcome) -> u64 {
+        self.latency.outcomes[outcome.index()].totals().count
+    }
+
+    /// Exact total latency of an outcome.
+    pub fn total(&self, outcome: Outcome) -> Duration {
+        Duration::from_nanos(self.latency.outcomes[outcome.index()].totals().nanos)
+    }
+
+    /// Mean latency of an outcome, `None` before the first one.
+    pub fn mean(&self, outcome: Outcome) -> Option<Duration> {
+        let t = self.latency.outcomes[outcome.index()].totals();
+        (t.count > 0).then(|| Duration::from_nanos(t.nanos / t.count))
+    }
+
+    pub fn percentiles(&self, outcome: Outcome) -> Percentiles {
+        self.percentiles_of(&[outcome])
+    }
+
+    /// Percentiles of several outcomes' requests together (e.g. hits of every tier),
+    /// from their histograms merged: percentiles cannot be combined any other way.
+    pub fn percentiles_of(&self, outcomes: &[Outcome]) -> Percentiles {
+        let mut all = hdr::empty();
+        for outcome in outcomes {
+            self.latency.outcomes[outcome.index()].merge_into(&mut all);
+        }
+        Percentiles::of(&all)
+    }
+
+    pub fn origin_percentiles(&self) -> Percentiles {
+        let mut all = hdr::empty();
+        self.latency.origin.merge_into(&mut all);
+        Percentiles::of(&all)
+    }
+
+    pub fn origin_count(&self, result: OriginResult) -> u64 {
+        self.origin_results[result as usize].get()
+    }
+
+    pub fn coalesced(&self) -> u64 {
+        self.coalesced.get()
+    }
+
+    pub fn evictions(&self, tier: TierKind, cause: EvictionCause) -> u64 {
+        self.evictions[tier.index()][cause as usize].get()
+    }
+
+    pub fn reconnects(&self, tier: TierKind) -> u64 {
+        self.reconnects[tier.index()].get()
+    }
+
+    pub fn tier_errors(&self, tier: TierKind) -> u64 {
+        self.tier_errors[tier.index()]
+            .iter()
+            .map(IntCounter::get)
+            .sum()
+    }
+
+    pub fn rejected_values(&self, tier: TierKind, why: ValueRejection) -> u64 {
+        self.rejected_values[tier.index()][why as usize].get()
+    }
+
+    pub fn breaker_refusals(&self) -> u64 {
+        self.breaker_refusals.get()
+    }
+
+    /// Percentiles of one tier operation (HDR, like the requests').
+    pub fn tier_op_percentiles(&self, tier: TierKind, op: TierOp) -> Percentiles {
+        let mut all = hdr::empty();
+        self.latency.tier_op(tier, op).merge_into(&mut all);
+        Percentiles::of(&all)
+    }
+
+    pub fn time_saved(&self) -> Duration {
+        let nanos = TierKind::ALL
+            .iter()
+            .map(|&k| {
+                self.latency.outcomes[Outcome::Hit(k).index()]
+                    .totals()
+                    .saved_nanos
+            })
+            .sum();
+        Duration::from_nanos(nanos)
+    }
+}

@@ -1,0 +1,52 @@
+//! Registering families on the explicit registry, and resolving per-label children once.
+
+use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+use super::TierOp;
+use crate::names::TierKind;
+
+/// One child per (tier, op), indexed `[tier][op]`.
+pub(super) fn per_tier_op<T>(child: impl Fn(&str, &str) -> T) -> Vec<Vec<T>> {
+    TierKind::ALL
+        .iter()
+        .map(|k| {
+            TierOp::ALL
+                .iter()
+                .map(|op| child(k.as_str(), op.as_str()))
+                .collect()
+        })
+        .collect()
+}
+
+/// Registers families, panicking only on a programming error (a duplicate or
+/// malformed constant name), which every test run would hit first.
+pub(super) struct Registrar<'a>(pub(super) &'a Registry);
+
+impl Registrar<'_> {
+    pub(super) fn add<C: prometheus::core::Collector + Clone + 'static>(&self, c: C) -> C {
+        self.0
+            .register(Box::new(c.clone()))
+            .expect("metric names are unique constants");
+        c
+    }
+
+    pub(super) fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    pub(super) fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    pub(super) fn int_counter(&self, name: &str, help: &str) -> IntCounter {
+        self.add(IntCounter::new(name, help).expect("valid metric"))
+    }
+
+    pub(super) fn int_gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.add(IntGauge::new(name, help).expect("valid metric"))
+    }
+
+    pub(super) fn gauge(&self, name: &str, help: &str) -> Gauge {
+        self.add(Gauge::new(name, help).expect("valid metric"))
+    }
+}

@@ -1,0 +1,50 @@
+//! Bounded names shared by the domain and its metrics. A leaf: metrics label their
+//! series with these without importing the plugins they describe, and the plugins name
+//! themselves with them without importing each other.
+
+/// The kinds of tier, as bounded label values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TierKind {
+    Memory,
+    Redis,
+}
+
+impl TierKind {
+    pub const ALL: [TierKind; 2] = [TierKind::Memory, TierKind::Redis];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TierKind::Memory => "memory",
+            TierKind::Redis => "redis",
+        }
+    }
+
+    /// Position in [`TierKind::ALL`], for per-kind metric arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The breaker's state, as the `codette_cache_origin_breaker_state` gauge shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    Closed = 0,
+    Open = 1,
+    HalfOpen = 2,
+}
+
+impl BreakerState {
+    pub const ALL: [BreakerState; 3] = [
+        BreakerState::Closed,
+        BreakerState::Open,
+        BreakerState::HalfOpen,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
+}
