@@ -10,5 +10,11 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 
+# Pinning: servers on core 0, the load generator on core 1, when that is possible.
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+  SERVER="taskset -c 0"; CLIENT="taskset -c 1"; PINNING="servers pinned to core 0, generator to core 1"
+else
+  SERVER=""; CLIENT=""; PINNING="unpinned"
+fi
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { for _ in $(seq 100); do curl -sf "$1" >/dev/null 2>&1 && return; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
+use proptest::test_runner::{
+    Config as ProptestConfig, FileFailurePersistence, TestCaseError, TestRunner,
+};
 use serde_json::{Value, json};
 
 use crate::common::toml_str;
@@ -60,10 +62,15 @@ struct Probe {
     known: Option<(String, Option<String>)>,
 }
 
+/// Failing inputs are saved, and replayed first on every later run, in
+/// `proptest-regressions/hostile.txt` (commit it when it appears); the cargo test's
+/// working directory is the crate root.
 fn runner(cases: u32) -> TestRunner {
     TestRunner::new(ProptestConfig {
         cases,
-        failure_persistence: None,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "proptest-regressions/hostile.txt",
+        ))),
         ..ProptestConfig::default()
     })
 }

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The rest of the speed figures, one run, servers pinned to core 0 and the generator to
+# core 1 where possible (see bench-lib.sh):
+#   1. miss overhead: a daemon (memory tier, sample origin with no added latency) asked
+#      unique keys only; its own HDR p50 of misses minus p50 of the origin calls they made.
+#   2. hit p50 with 1,000 versus 1,000,000 entries in the memory tier (client side).
+#   3. resident memory with the memory tier filled past a 64 MiB bound (~2 KB answers).
+#   DURATION=5s scripts/bench-paths.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-5s}
+source scripts/bench-lib.sh
+
+# ~2 KB answers for "bench query N" (as bench-ceiling.sh); other messages match nothing
+# and get the 45-byte empty answer, which keeps a million entries small.
+python3 - "$WORK/knowledge.json" <<'PY'
+import json, sys
+s = "Use reverb on a send bus rather than an insert so several tracks share one space; high-pass the return. bench query"
+json.dump({"snippets": [{"filename": f"mixing_guide_{i}.md", "snippet": s} for i in range(10)], "files": []}, open(sys.argv[1], "w"))
+PY
+daemon() { # port max_entries max_bytes
+  printf '[server]\nlisten = "127.0.0.1:%s"\nmax_connections = 4096\n[[tiers]]\ntype = "memory"\nmax_entries = %s\nmax_bytes = %s\n[origin]\ntype = "sample"\npath = "%s"\n' \
+    "$1" "$2" "$3" "$WORK/knowledge.json" > "$WORK/d$1.toml"
+  CODETTE_CACHE_LOG__LEVEL=warn $SERVER $BIN serve --config "$WORK/d$1.toml" & PIDS+=($!)
+  wait_http "http://127.0.0.1:$1/healthz"
+}
+load() { # port keys prefix [extra args] -> JSON
+  local port=$1 keys=$2 prefix=$3; shift 3
+  $CLIENT $BIN bench load --url "http://127.0.0.1:$port" --concurrency 32 --duration "$DURATION" \
+    --keys "$keys" --distribution uniform --prefix "$prefix" --json "$@"
+}
+echo "# speed figures, $(date -u +%Y-%m-%d), $(nproc) cores, ${PINNING}, ${DURATION} per run"
+
+# 1. Miss overhead.
+MISS=$(port); daemon "$MISS" 10000000 $((4 << 30))
+load "$MISS" 100000000 "miss " > "$WORK/miss.json"
+curl -s "http://127.0.0.1:$MISS/codette/analytics/dashboard" > "$WORK/miss-dash.json"
+python3 - "$WORK" <<'PY'
+import json, sys
+w = sys.argv[1]
+d = json.load(open(f"{w}/miss-dash.json"))["analytics"]["cache_performance"]["latency_percentiles"]
+c = json.load(open(f"{w}/miss.json"))
+miss, origin = d["miss"], d["origin_call"]
+print(f"\n## miss overhead ({miss['count']} misses, daemon-side HDR, ms)")
+print(f"miss p50 {miss['p50_ms']:.2f}, origin call p50 {origin['p50_ms']:.2f}: overhead p50 {miss['p50_ms'] - origin['p50_ms']:.2f} ms (goal <= 0.5)")
+print(f"client-side miss p50 {c['by_source'].get('origin', {}).get('p50_ms', float('nan')):.3f} ms, {c['throughput_rps']:.0f} misses/s")
+PY
+
+# 2. Hit p50 at 1k and 1M entries (the 1M warm-up takes about a minute).
+BIG=$(port); daemon "$BIG" 2000000 $((2 << 30))
+$BIN bench load --url "http://127.0.0.1:$BIG" --concurrency 16 --duration 1s --keys 1000 --prefix "small " --warm --json > /dev/null
+load "$BIG" 1000 "small " > "$WORK/k1.json"
+$BIN bench load --url "http://127.0.0.1:$BIG" --concurrency 16 --duration 1s --keys 1000000 --prefix "many " --warm --json > /dev/null
+load "$BIG" 1000000 "many " > "$WORK/m1.json"
+load "$BIG" 1000 "small " > "$WORK/k2.json"
+load "$BIG" 1000000 "many " > "$WORK/m2.json"
+curl -s "http://127.0.0.1:$BIG/codette/cache/stats" > "$WORK/big-stats.json"
+python3 - "$WORK" <<'PY'
+import json, statistics, sys
+w = sys.argv[1]
+p50 = lambda n: json.load(open(f"{w}/{n}.json"))["by_source"]["memory"]["p50_ms"]
+k, m = statistics.median([p50("k1"), p50("k2")]), statistics.median([p50("m1"), p50("m2")])
+entries = json.load(open(f"{w}/big-stats.json"))["entries"]
+print(f"\n## hit p50 by memory-tier size ({entries} entries held; client side, A B A B)")
+print(f"1k keys {k:.3f} ms, 1M keys {m:.3f} ms: {m / k:.2f} x (goal <= 1.2)")
+PY
+
+# 3. RSS with the tier filled past a 64 MiB bound by ~2 KB answers.
+BOUND=$((64 << 20)); RSS=$(port); daemon "$RSS" 1000000 "$BOUND"
+PID=${PIDS[-1]}
+before=$(awk '/VmRSS/ {print $2}' "/proc/$PID/status")
+$BIN bench load --url "http://127.0.0.1:$RSS" --concurrency 16 --duration 1s --keys 60000 --prefix "bench " --warm --json > /dev/null
+load "$RSS" 60000 "bench " > /dev/null
+after=$(awk '/VmRSS/ {print $2}' "/proc/$PID/status")
+curl -s "http://127.0.0.1:$RSS/codette/analytics/dashboard" > "$WORK/rss-stats.json"
+python3 - "$WORK" "$before" "$after" "$BOUND" <<'PY'
+import json, sys
+w, before, after, bound = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+s = json.load(open(f"{w}/rss-stats.json"))["analytics"]["cache_infrastructure"]
+mib = lambda kib: kib / 1024
+limit = 1.25 * bound / 2**20 + 30
+print(f"\n## resident memory at a full {bound >> 20} MiB bound ({s['memory_entries']} entries, {s['estimated_memory_usage_mb']} MiB held)")
+print(f"RSS {mib(before):.1f} MiB at start, {mib(after):.1f} MiB full: limit 1.25 x bound + 30 MiB = {limit:.1f} MiB")
+PY
