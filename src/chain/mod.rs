@@ -105,10 +105,11 @@ pub struct Chain {
 
 impl Chain {
     /// A chain whose keys live under `namespace` ([`Key::namespace`] of the origin's
-    /// function). The original function's namespace holds answers of its shape.
+    /// function). The original function's namespace holds answers of its shape. Chains
+    /// of several functions can share one set of tiers (pass the same `Arc<[Tier]>`).
     pub fn new(
         namespace: String,
-        tiers: Vec<Tier>,
+        tiers: impl Into<Arc<[Tier]>>,
         origin: Origin,
         breaker: BreakerSettings,
         metrics: Arc<Metrics>,
