@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::chain::{Chain, Policy};
 use crate::config::Config;
 use crate::http::{self, State};
+use crate::invalidation::Broadcast;
 use crate::key::Key;
 use crate::metrics::Metrics;
 use crate::notify;
@@ -74,6 +75,25 @@ pub fn build_state(config: Config, metrics: Arc<Metrics>) -> Result<State, AppEr
         kind: config.origin.kind(),
         source,
     })?;
+    let instance_id = format!("{:016x}", rand::random::<u64>());
+    let broadcast = match config.redis_url().filter(|_| config.broadcasts()) {
+        Some(url) => Some(Arc::new(
+            Broadcast::new(
+                url,
+                &config.invalidation.channel,
+                &instance_id,
+                Arc::clone(&metrics),
+            )
+            .map_err(|e| AppError::Tier {
+                kind: "redis",
+                source: TierError::Config {
+                    tier: "redis",
+                    message: e.to_string(),
+                },
+            })?,
+        )),
+        None => None,
+    };
     let namespace = Key::namespace(config.origin.function());
     let chain = Chain::new(
         namespace,
@@ -89,6 +109,8 @@ pub fn build_state(config: Config, metrics: Arc<Metrics>) -> Result<State, AppEr
         config: ArcSwap::from_pointee(config),
         started: Instant::now(),
         draining: AtomicBool::new(false),
+        instance_id,
+        broadcast,
     })
 }
 
@@ -133,6 +155,9 @@ pub async fn run(options: Options) -> Result<(), AppError> {
         header_read_timeout: Duration::from_millis(config.server.header_read_timeout_ms),
     };
     let state = Arc::new(build_state(config, Arc::clone(&metrics))?);
+    if let Some(broadcast) = &state.broadcast {
+        broadcast.spawn_subscriber(state.chain.shared_tiers());
+    }
     let service = http::service(Arc::clone(&state));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(server::accept_until(

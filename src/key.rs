@@ -74,6 +74,15 @@ impl Key {
         Key(text)
     }
 
+    /// A key as another instance names it: `context:` then up to 200 printable ASCII
+    /// characters. `None` for anything else.
+    pub fn parse(text: &str) -> Option<Key> {
+        let valid = text.starts_with(Self::PREFIX)
+            && text.len() <= Self::PREFIX.len() + 200
+            && text.bytes().all(|b| b.is_ascii_graphic());
+        valid.then(|| Key(text.to_owned()))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -14,6 +14,7 @@
 //! - [`origins`]: origin plugins (supabase, postgres, sample) behind one registry enum.
 //! - [`metrics`]: one `Metrics` struct: HDR histograms and Prometheus families.
 //! - [`advice`]: optimisation advice rules evaluated on a metrics snapshot.
+//! - [`invalidation`]: invalidations broadcast to every instance over Redis pub/sub.
 //! - [`http`]: warp routes, JSON shapes, and the one rejection handler.
 //! - [`notify`]: systemd readiness / watchdog messages.
 //! - [`bench`]: the performance tester (`codette-cache bench`).
@@ -26,6 +27,7 @@ pub mod chain;
 pub mod config;
 pub mod figures;
 pub mod http;
+pub mod invalidation;
 pub mod key;
 pub mod metrics;
 pub mod names;

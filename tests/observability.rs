@@ -979,7 +979,9 @@ async fn advice_memory_evicting() {
 /// `redis_disconnected` within 1 s; restarting it flips back within 2 s and counts a reconnect.
 #[tokio::test]
 async fn redis_stop_and_restart_flip_the_status() {
-    let mut stack = Stack::dual("").await;
+    // The status flip alone: with the broadcast on, the lost subscription would also
+    // empty the memory tier (tests/daemon/coherence.rs).
+    let mut stack = Stack::dual("\n[invalidation]\nbroadcast = false\n").await;
     ask(&stack.daemon, MESSAGES[0]).await;
     stack.redis().stop();
     let took = stack

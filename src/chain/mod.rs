@@ -137,6 +137,11 @@ impl Chain {
         &self.tiers
     }
 
+    /// The tiers, for a task that outlives the borrow (the broadcast subscriber).
+    pub fn shared_tiers(&self) -> Arc<[Tier]> {
+        Arc::clone(&self.tiers)
+    }
+
     pub fn origin(&self) -> &Origin {
         &self.origin
     }

@@ -15,6 +15,7 @@ use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 
 pub use crate::advice::AdviceConfig;
+pub use crate::invalidation::InvalidationConfig;
 pub use crate::origins::OriginConfig;
 pub use crate::secret::{REDACTED, Secret, redact_url};
 pub use crate::tiers::TierConfig;
@@ -70,6 +71,9 @@ pub struct Config {
     /// Thresholds for the optimisation advice.
     #[serde(default)]
     pub advice: AdviceConfig,
+    /// Invalidations across the instances sharing a Redis.
+    #[serde(default)]
+    pub invalidation: InvalidationConfig,
 }
 
 /// `[server]`: the listener and what one request may cost.
@@ -275,11 +279,31 @@ impl Config {
             problems.push(format!("origin ({}): {p}", self.origin.kind()));
         }
         problems.extend(self.advice.validate());
+        problems.extend(self.invalidation.validate());
+        if self.invalidation.broadcast == Some(true) && self.redis_url().is_none() {
+            problems
+                .push("invalidation.broadcast = true needs a redis tier (its url is used)".into());
+        }
         if problems.is_empty() {
             Ok(())
         } else {
             Err(problems)
         }
+    }
+
+    /// The redis tier's URL, if there is one.
+    pub fn redis_url(&self) -> Option<&str> {
+        self.tiers.iter().find_map(|t| match t {
+            TierConfig::Redis(c) => Some(c.url.as_str()),
+            TierConfig::Memory(_) => None,
+        })
+    }
+
+    /// Whether invalidations are broadcast: as configured, else when a redis tier exists.
+    pub fn broadcasts(&self) -> bool {
+        self.invalidation
+            .broadcast
+            .unwrap_or_else(|| self.redis_url().is_some())
     }
 
     /// The listen address (validated at load).

@@ -10,6 +10,8 @@ use warp::{Filter, Rejection, Reply};
 
 use super::context::{ContextBody, validate};
 use super::{ApiError, Shared, body, json_reply, timestamp, with_state};
+use crate::invalidation::Op;
+use crate::metrics::InvalidationSource;
 use crate::tiers::{TierError, TierKind};
 
 pub fn routes(state: Shared) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
@@ -63,6 +65,7 @@ fn authorised(state: Shared) -> impl Filter<Extract = (Shared,), Error = Rejecti
 async fn clear(state: Shared) -> Result<warp::reply::Response, Rejection> {
     let (removed, failed) = state.chain.clear().await;
     tracing::info!(removed, failed = failed.len(), "cache cleared");
+    announce(&state, Op::Clear).await;
     if !failed.is_empty() {
         return Err(warp::reject::custom(partial("cleared", &failed)));
     }
@@ -77,6 +80,13 @@ async fn invalidate(state: Shared, body: ContextBody) -> Result<warp::reply::Res
     validate(&state, &body.message, filename).map_err(warp::reject::custom)?;
     let key = state.chain.key_for(&body.message, filename);
     let failed = state.chain.invalidate(&key).await;
+    announce(
+        &state,
+        Op::Keys {
+            keys: vec![key.as_str().to_owned()],
+        },
+    )
+    .await;
     if !failed.is_empty() {
         return Err(warp::reject::custom(partial("invalidated", &failed)));
     }
@@ -84,6 +94,17 @@ async fn invalidate(state: Shared, body: ContextBody) -> Result<warp::reply::Res
         &json!({"status": "invalidated", "key": key.as_str(), "timestamp": timestamp()}),
         StatusCode::OK,
     ))
+}
+
+/// Counts an admin invalidation and tells the other instances (before answering, so
+/// that when the caller has its answer the others are already being told).
+async fn announce(state: &Shared, op: Op) {
+    state
+        .metrics
+        .invalidation(InvalidationSource::Admin, op.as_str(), None);
+    if let Some(broadcast) = &state.broadcast {
+        broadcast.publish(op).await;
+    }
 }
 
 /// Some tiers did the work and some could not: say which, and that a retry is safe.

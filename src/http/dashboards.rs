@@ -10,6 +10,7 @@ use warp::{Filter, Rejection, Reply};
 use super::{Shared, json_reply, timestamp, with_state};
 use crate::advice;
 use crate::figures::round2;
+use crate::metrics::InvalidationSource;
 use crate::metrics::Percentiles;
 use crate::stats::Snapshot;
 use crate::tiers::{Health, TierKind};
@@ -255,6 +256,14 @@ fn status(state: &Shared, s: &Snapshot) -> Value {
         "fallback_chain": chain,
         "tiers": tiers,
         "origin": s.origin_kind,
+        "instance_id": state.instance_id,
+        "invalidation": {
+            "broadcast": state.broadcast.is_some(),
+            "channel": state.broadcast.as_ref().map(|b| b.channel()),
+            "subscribed": state.broadcast.as_ref().is_some_and(|b| b.subscription().is_live()),
+            "received": state.metrics.invalidations(InvalidationSource::Broadcast),
+            "lag": latency(&state.metrics.invalidation_lag()),
+        },
         "origin_breaker": {
             "state": breaker.state().as_str(),
             "consecutive_failures": breaker.consecutive_failures(),

@@ -22,6 +22,7 @@ use warp::Filter;
 
 use crate::chain::Chain;
 use crate::config::Config;
+use crate::invalidation::Broadcast;
 use crate::metrics::Metrics;
 pub use rejection::ApiError;
 pub use service::Service;
@@ -35,6 +36,10 @@ pub struct State {
     pub started: Instant,
     /// Set when draining: `/readyz` turns 503 so balancers stop sending.
     pub draining: AtomicBool,
+    /// This process's random id, in its broadcast messages and in status.
+    pub instance_id: String,
+    /// The invalidation broadcast, when enabled.
+    pub broadcast: Option<Arc<Broadcast>>,
 }
 
 pub type Shared = Arc<State>;

@@ -20,6 +20,8 @@ pub struct Recorders {
     /// By `tier * TierOp::ALL.len() + op`.
     pub tier_ops: Vec<Recorder>,
     pub origin: Recorder,
+    /// Published elsewhere -> applied here.
+    pub invalidation_lag: Recorder,
 }
 
 impl Recorders {
@@ -59,12 +61,18 @@ const TIME_SAVED: Family = Family {
     help: "Sum over hits of (mean miss latency at that moment - the hit's latency).",
     labels: &[],
 };
-const FAMILIES: [Family; 5] = [
+const INVALIDATION_LAG: Family = Family {
+    name: "codette_cache_invalidation_lag_seconds",
+    help: "Broadcast invalidations: published by another instance -> applied here.",
+    labels: &[],
+};
+const FAMILIES: [Family; 6] = [
     REQUESTS,
     REQUEST_SECONDS,
     TIER_SECONDS,
     ORIGIN_SECONDS,
     TIME_SAVED,
+    INVALIDATION_LAG,
 ];
 
 /// Collects the recorder-fed families.
@@ -115,6 +123,7 @@ impl Collector for LatencyCollector {
             }
         }
         let origin = histogram(&[], &r.origin, &r.origin.totals());
+        let lag = histogram(&[], &r.invalidation_lag, &r.invalidation_lag.totals());
         vec![
             family(&REQUESTS, MetricType::COUNTER, requests),
             family(&REQUEST_SECONDS, MetricType::HISTOGRAM, seconds),
@@ -125,6 +134,7 @@ impl Collector for LatencyCollector {
                 MetricType::COUNTER,
                 vec![counter(&[], saved_nanos as f64 / 1e9)],
             ),
+            family(&INVALIDATION_LAG, MetricType::HISTOGRAM, vec![lag]),
         ]
     }
 }

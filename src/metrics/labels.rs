@@ -143,6 +143,30 @@ impl ValueRejection {
     }
 }
 
+/// Where an invalidation came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidationSource {
+    /// An admin route on this instance.
+    Admin,
+    /// Another instance, over the broadcast channel.
+    Broadcast,
+}
+
+impl InvalidationSource {
+    pub const ALL: [InvalidationSource; 2] =
+        [InvalidationSource::Admin, InvalidationSource::Broadcast];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvalidationSource::Admin => "admin",
+            InvalidationSource::Broadcast => "broadcast",
+        }
+    }
+}
+
+/// The operations an invalidation can carry (`invalidation::Op::as_str`).
+pub const INVALIDATION_OPS: [&str; 2] = ["keys", "clear"];
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,12 +8,13 @@ mod collector;
 mod hdr;
 mod labels;
 mod readers;
+mod record;
 mod recorder;
 mod registrar;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::AtomicU64;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::{
     Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry, TextEncoder,
@@ -21,7 +22,10 @@ use prometheus::{
 
 use collector::{LatencyCollector, Recorders};
 pub use hdr::{Percentiles, empty as empty_histogram};
-pub use labels::{EvictionCause, OriginResult, Outcome, TierOp, ValueRejection};
+pub use labels::{
+    EvictionCause, INVALIDATION_OPS, InvalidationSource, OriginResult, Outcome, TierOp,
+    ValueRejection,
+};
 use recorder::Recorder;
 use registrar::{Registrar, per_tier_op};
 
@@ -66,6 +70,12 @@ pub struct Metrics {
     /// By `BreakerState as usize`.
     breaker_transitions: Vec<IntCounter>,
     breaker_refusals: IntCounter,
+    /// `[source][op]`, ops as in [`INVALIDATION_OPS`].
+    invalidations: Vec<Vec<IntCounter>>,
+    invalidation_subscribed: IntGaugeVec,
+    invalidation_refused: IntCounter,
+    invalidation_losses: IntCounter,
+    invalidation_publish_errors: IntCounter,
 }
 
 impl Default for Metrics {
@@ -90,6 +100,7 @@ impl Metrics {
                 .flat_map(|_| TierOp::ALL.map(|_| Recorder::new(TIER_BUCKETS, true, shards)))
                 .collect(),
             origin: Recorder::new(REQUEST_BUCKETS, true, shards),
+            invalidation_lag: Recorder::new(REQUEST_BUCKETS, true, 1),
         });
         registry
             .register(Box::new(LatencyCollector::new(Arc::clone(&latency))))
@@ -199,6 +210,21 @@ impl Metrics {
             .map(|s| transitions.with_label_values(&[s.as_str()]))
             .collect();
 
+        let invalidated = r.counter_vec(
+            "codette_cache_invalidations_total",
+            "Invalidations applied here, by where they came from and what they removed.",
+            &["source", "op"],
+        );
+        let invalidations = InvalidationSource::ALL
+            .iter()
+            .map(|s| {
+                INVALIDATION_OPS
+                    .iter()
+                    .map(|op| invalidated.with_label_values(&[s.as_str(), op]))
+                    .collect()
+            })
+            .collect();
+
         let process = prometheus::process_collector::ProcessCollector::for_self();
         let _ = registry.register(Box::new(process));
 
@@ -243,105 +269,26 @@ impl Metrics {
                 "codette_cache_origin_breaker_refusals_total",
                 "Origin calls not made because the circuit breaker was open.",
             ),
+            invalidations,
+            invalidation_subscribed: r.gauge_vec(
+                "codette_cache_invalidation_subscribed",
+                "1 while the invalidation broadcast subscription is live.",
+                &["channel"],
+            ),
+            invalidation_refused: r.int_counter(
+                "codette_cache_invalidation_messages_refused_total",
+                "Broadcast messages refused as malformed.",
+            ),
+            invalidation_losses: r.int_counter(
+                "codette_cache_invalidation_subscription_losses_total",
+                "Times the broadcast subscription ended (the memory tier was emptied).",
+            ),
+            invalidation_publish_errors: r.int_counter(
+                "codette_cache_invalidation_publish_errors_total",
+                "Invalidations this instance could not publish to the others.",
+            ),
             registry,
         }
-    }
-
-    /// Records one finished context request.
-    pub fn request(&self, outcome: Outcome, latency: Duration) {
-        let recorder = &self.latency.outcomes[outcome.index()];
-        match outcome {
-            Outcome::Hit(_) => {
-                let mean_miss = Duration::from_nanos(self.mean_miss_nanos.load(Ordering::Relaxed));
-                recorder.record_saving(latency, mean_miss.saturating_sub(latency));
-            }
-            Outcome::Miss => {
-                recorder.record(latency);
-                // Misses wait on the origin (milliseconds): adding up the shards here
-                // keeps the hits' read a single load.
-                let mean = self.mean(Outcome::Miss).unwrap_or_default();
-                let nanos = u64::try_from(mean.as_nanos()).unwrap_or(u64::MAX);
-                self.mean_miss_nanos.store(nanos, Ordering::Relaxed);
-            }
-            Outcome::Stale(_) | Outcome::Error => recorder.record(latency),
-        }
-    }
-
-    /// Records one origin call.
-    pub fn origin_call(&self, result: OriginResult, latency: Duration) {
-        self.origin_results[result as usize].inc();
-        self.latency.origin.record(latency);
-    }
-
-    /// Records one tier operation.
-    pub fn tier_op(&self, tier: TierKind, op: TierOp, latency: Duration, failed: bool) {
-        self.latency.tier_op(tier, op).record(latency);
-        if failed {
-            self.tier_errors[tier.index()][op as usize].inc();
-        }
-    }
-
-    pub fn eviction(&self, tier: TierKind, cause: EvictionCause) {
-        self.evictions[tier.index()][cause as usize].inc();
-    }
-
-    /// A value a shared tier held was not served.
-    pub fn value_rejected(&self, tier: TierKind, why: ValueRejection) {
-        self.rejected_values[tier.index()][why as usize].inc();
-    }
-
-    /// The origin breaker moved to `to`.
-    pub fn breaker_moved(&self, to: BreakerState) {
-        self.breaker_state.set(to as i64);
-        self.breaker_transitions[to as usize].inc();
-    }
-
-    /// An origin call was refused by the open breaker.
-    pub fn breaker_refused(&self) {
-        self.breaker_refusals.inc();
-    }
-
-    pub fn coalesced_waiter(&self) {
-        self.coalesced.inc();
-    }
-
-    pub fn set_tier_up(&self, tier: TierKind, up: bool) {
-        self.tier_up[tier.index()].set(i64::from(up));
-    }
-
-    pub fn tier_reconnected(&self, tier: TierKind) {
-        self.reconnects[tier.index()].inc();
-    }
-
-    /// Refreshes size gauges (called before each scrape).
-    pub fn set_size(&self, tier: TierKind, entries: Option<u64>, bytes: Option<u64>) {
-        if let Some(n) = entries {
-            self.entries
-                .with_label_values(&[tier.as_str()])
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
-        }
-        if let (TierKind::Memory, Some(b)) = (tier, bytes) {
-            self.memory_bytes.set(i64::try_from(b).unwrap_or(i64::MAX));
-        }
-    }
-
-    pub fn config_reloaded(&self, success: bool) {
-        self.reload_ok.set(i64::from(success));
-        self.reloads
-            .with_label_values(&[if success { "success" } else { "failure" }])
-            .inc();
-    }
-
-    pub fn connection_opened(&self) {
-        self.open_connections.inc();
-    }
-
-    pub fn connection_closed(&self) {
-        self.open_connections.dec();
-    }
-
-    pub fn connection_rejected(&self) {
-        self.rejected_connections.inc();
     }
 
     /// Prometheus text format.
@@ -356,6 +303,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// Recording shows up in counts, means, percentiles and the text format.
     #[test]

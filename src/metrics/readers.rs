@@ -6,7 +6,8 @@ use std::time::Duration;
 use prometheus::IntCounter;
 
 use super::{
-    EvictionCause, Metrics, OriginResult, Outcome, Percentiles, TierOp, ValueRejection, hdr,
+    EvictionCause, InvalidationSource, Metrics, OriginResult, Outcome, Percentiles, TierOp,
+    ValueRejection, hdr,
 };
 use crate::names::TierKind;
 
@@ -71,6 +72,20 @@ impl Metrics {
 
     pub fn rejected_values(&self, tier: TierKind, why: ValueRejection) -> u64 {
         self.rejected_values[tier.index()][why as usize].get()
+    }
+
+    /// Percentiles of the broadcast invalidation lag.
+    pub fn invalidation_lag(&self) -> Percentiles {
+        let mut all = hdr::empty();
+        self.latency.invalidation_lag.merge_into(&mut all);
+        Percentiles::of(&all)
+    }
+
+    pub fn invalidations(&self, source: InvalidationSource) -> u64 {
+        self.invalidations[source as usize]
+            .iter()
+            .map(IntCounter::get)
+            .sum()
     }
 
     pub fn breaker_refusals(&self) -> u64 {

@@ -8,6 +8,7 @@ mod admin;
 mod bad_input;
 mod caching;
 mod client;
+mod coherence;
 #[path = "../common/mod.rs"]
 mod common;
 mod lifecycle;

@@ -23,10 +23,14 @@ use crate::{
 fn redis_outage_is_survived_and_reconnected_without_restart() {
     run(async {
         let mut redis = TestRedis::start();
-        let mut d = Daemon::start(&config(
-            &[memory(300), redis_tier(&redis.url(), 250, 300)],
-            &sample_origin(),
-        ));
+        // The tier's failover alone: with the broadcast on, the lost subscription would
+        // empty the memory tier (tests/daemon/coherence.rs).
+        let mut d = Daemon::start(
+            &(config(
+                &[memory(300), redis_tier(&redis.url(), 250, 300)],
+                &sample_origin(),
+            ) + "[invalidation]\nbroadcast = false\n"),
+        );
         let pid = d.pid();
         assert!(wait_redis_state(&d, "connected", Duration::from_secs(2)).await);
         assert_eq!(

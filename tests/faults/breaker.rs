@@ -1,5 +1,6 @@
 //! The origin circuit breaker against a frozen PostgreSQL (SIGSTOP: connections stay
-//! open, nothing answers), with and without stale entries to fall back on.
+//! open, nothing answers), with and without stale entries to fall back on; and the
+//! health probe of an HTTP origin.
 
 use std::time::{Duration, Instant};
 
@@ -7,8 +8,10 @@ use futures_util::future::join_all;
 use serde_json::Value;
 
 use crate::client::{Reply, ask, ask_ok, client};
-use crate::common::{Daemon, TestPostgres, log_section, memory_tier, postgres_origin};
-use crate::{CONTEXT, MIB, ms, poll, shared};
+use crate::common::{
+    API_KEY, Daemon, Postgrest, TestPostgres, log_section, memory_tier, postgres_origin,
+};
+use crate::{CONTEXT, MIB, exclusive, ms, poll, shared, supabase};
 
 /// What the breaker test configures.
 const TIMEOUT_MS: u64 = 500;
@@ -61,10 +64,11 @@ fn p99(replies: &[Reply]) -> Duration {
 
 /// A frozen origin: stale answers within `stale_if_error_wait_ms` while the breaker is
 /// closed, at once once it opens; 503 at once without a stale entry; after SIGCONT the
-/// first probe closes it and answers are fresh again.
+/// first probe closes it and answers are fresh again. Run alone: its bounds are a few
+/// milliseconds, measured at the client.
 #[test]
 fn frozen_origin_opens_the_breaker_and_stale_is_served_at_once() {
-    shared(async {
+    exclusive(async {
         let mut pg = TestPostgres::start();
         let daemon = Daemon::start(&config(&pg));
         let stale: Vec<String> = (0..20).map(|i| format!("reverb breaker {i}")).collect();
@@ -158,5 +162,50 @@ fn frozen_origin_opens_the_breaker_and_stale_is_served_at_once() {
         assert!(
             metrics.contains(r#"codette_cache_origin_breaker_transitions_total{to="closed"} 1"#)
         );
+    });
+}
+
+/// With `health_path`, the half-open probe asks the gateway's health route first: while
+/// it still fails, no real call is made and the breaker opens again; once it answers,
+/// the call goes through and the breaker closes.
+#[test]
+fn health_path_probes_before_a_real_call() {
+    shared(async {
+        let pg = TestPostgres::start();
+        let rest = Postgrest::start(&pg, API_KEY);
+        let config = [
+            log_section("info"),
+            memory_tier(10_000, 64 * MIB, 300),
+            supabase(&rest, 1_000, 4 * MIB),
+            "breaker_failures = 2\nbreaker_open_ms = 300\nhealth_path = \"/rest/v1/\"\n\n".into(),
+        ]
+        .concat();
+        let daemon = Daemon::start(&config);
+        rest.set_fail_status(Some(503));
+        for i in 0..2 {
+            let r = ask(&daemon, &format!("gateway down {i}")).await;
+            assert_eq!((r.status, r.error_code()), (502, "origin_error"), "{r:?}");
+        }
+        assert_eq!(breaker_state(&daemon).await, "open");
+        let calls = rest.calls();
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let probe = ask(&daemon, "probe while down").await;
+        assert_eq!(
+            (probe.status, probe.error_code()),
+            (503, "origin_unavailable")
+        );
+        assert_eq!(
+            rest.calls(),
+            calls,
+            "a real call went out while the health route failed"
+        );
+        assert_eq!(breaker_state(&daemon).await, "open");
+
+        rest.set_fail_status(None);
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let back = ask(&daemon, "probe when up").await;
+        assert_eq!((back.status, back.source()), (200, "origin"), "{back:?}");
+        assert_eq!(rest.calls(), calls + 1);
+        assert_eq!(breaker_state(&daemon).await, "closed");
     });
 }

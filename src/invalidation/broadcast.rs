@@ -1,0 +1,207 @@
+//! The two Redis connections of the invalidation broadcast: a connection manager that
+//! publishes, and a dedicated pub/sub connection that receives. The subscriber never
+//! trusts a gap: whenever it (re)subscribes, and whenever its connection ends (redis-rs
+//! pub/sub never reconnects; the stream's end is the signal), it empties the memory tier,
+//! since messages sent meanwhile are lost. It retries with a backoff; start-up never
+//! waits on it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::{Message, Op};
+use crate::key::Key;
+use crate::metrics::{InvalidationSource, Metrics};
+use crate::tiers::Tier;
+
+/// Limit for one publish or one subscribe attempt.
+const CALL_TIMEOUT: Duration = Duration::from_millis(1_000);
+/// First and longest pause between subscribe attempts.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Whether the subscription is live now (for status routes; never waits).
+#[derive(Default)]
+pub struct Subscription {
+    live: AtomicBool,
+}
+
+impl Subscription {
+    pub fn is_live(&self) -> bool {
+        self.live.load(Ordering::Relaxed)
+    }
+}
+
+/// This instance's end of the broadcast.
+pub struct Broadcast {
+    client: redis::Client,
+    publisher: ConnectionManager,
+    channel: String,
+    instance_id: String,
+    subscription: Arc<Subscription>,
+    metrics: Arc<Metrics>,
+}
+
+impl Broadcast {
+    /// Prepares both ends; connects to nothing yet.
+    ///
+    /// # Errors
+    /// The redis client's error for a URL it cannot use.
+    pub fn new(
+        url: &str,
+        channel: &str,
+        instance_id: &str,
+        metrics: Arc<Metrics>,
+    ) -> redis::RedisResult<Self> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CALL_TIMEOUT))
+            .set_response_timeout(Some(CALL_TIMEOUT))
+            .set_number_of_retries(1);
+        let publisher = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        metrics.set_invalidation_subscribed(channel, false);
+        Ok(Self {
+            client,
+            publisher,
+            channel: channel.to_owned(),
+            instance_id: instance_id.to_owned(),
+            subscription: Arc::default(),
+            metrics,
+        })
+    }
+
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    pub fn subscription(&self) -> &Subscription {
+        &self.subscription
+    }
+
+    /// Tells the other instances; a failure is logged and counted (their memory tiers
+    /// keep the entries until their TTL), never returned to the admin caller, whose own
+    /// tiers are already done.
+    pub async fn publish(&self, op: Op) {
+        let message = Message {
+            v: 1,
+            op,
+            sender: self.instance_id.clone(),
+            sent_at_ms: now_ms(),
+        };
+        let payload = serde_json::to_string(&message).unwrap_or_default();
+        let mut conn = self.publisher.clone();
+        let mut command = redis::cmd("PUBLISH");
+        command.arg(&self.channel).arg(payload);
+        let publish = command.query_async::<i64>(&mut conn);
+        match tokio::time::timeout(CALL_TIMEOUT, publish).await {
+            Ok(Ok(receivers)) => {
+                tracing::debug!(
+                    receivers,
+                    op = message.op.as_str(),
+                    "invalidation published"
+                );
+            }
+            Ok(Err(e)) => self.publish_failed(&e),
+            Err(_) => self.publish_failed(&"timed out"),
+        }
+    }
+
+    fn publish_failed(&self, error: &dyn std::fmt::Display) {
+        self.metrics.invalidation_publish_failed();
+        tracing::warn!(%error, channel = self.channel, "invalidation not published; other instances keep their entries until their TTL");
+    }
+
+    /// Subscribes in the background for as long as the process runs, applying other
+    /// instances' messages to `tiers`' local ones.
+    pub fn spawn_subscriber(self: &Arc<Self>, tiers: Arc<[Tier]>) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move { this.subscribe_forever(&tiers).await });
+    }
+
+    async fn subscribe_forever(&self, tiers: &[Tier]) {
+        let mut pause = RETRY_FIRST;
+        loop {
+            let attempt = async {
+                let mut pubsub = self.client.get_async_pubsub().await?;
+                pubsub.subscribe(&self.channel).await?;
+                redis::RedisResult::Ok(pubsub)
+            };
+            match tokio::time::timeout(CALL_TIMEOUT, attempt).await {
+                Ok(Ok(mut pubsub)) => {
+                    // Whatever was sent while we were not listening is lost.
+                    clear_local(tiers).await;
+                    self.set_live(true);
+                    tracing::info!(channel = self.channel, "invalidation subscription live");
+                    pause = RETRY_FIRST;
+                    let mut messages = pubsub.on_message();
+                    while let Some(message) = messages.next().await {
+                        self.apply(message.get_payload_bytes(), tiers).await;
+                    }
+                    self.set_live(false);
+                    self.metrics.invalidation_subscription_lost();
+                    clear_local(tiers).await;
+                    tracing::warn!(
+                        channel = self.channel,
+                        "invalidation subscription lost; memory tier emptied, resubscribing"
+                    );
+                }
+                Ok(Err(e)) => tracing::debug!(error = %e, "invalidation subscribe failed"),
+                Err(_) => tracing::debug!("invalidation subscribe timed out"),
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(RETRY_MAX);
+        }
+    }
+
+    fn set_live(&self, live: bool) {
+        self.subscription.live.store(live, Ordering::Relaxed);
+        self.metrics
+            .set_invalidation_subscribed(&self.channel, live);
+    }
+
+    /// Applies one received message to the local tiers.
+    async fn apply(&self, payload: &[u8], tiers: &[Tier]) {
+        let message = match Message::parse(payload) {
+            Ok(m) => m,
+            Err(e) => {
+                self.metrics.invalidation_refused();
+                tracing::warn!(error = %e, "invalidation message refused");
+                return;
+            }
+        };
+        if message.sender == self.instance_id {
+            return;
+        }
+        match &message.op {
+            Op::Keys { keys } => {
+                for key in keys.iter().filter_map(|k| Key::parse(k)) {
+                    for tier in tiers.iter().filter(|t| t.is_local()) {
+                        let _ = tier.remove(&key).await;
+                    }
+                }
+            }
+            Op::Clear => clear_local(tiers).await,
+        }
+        let lag = Duration::from_millis(now_ms().saturating_sub(message.sent_at_ms));
+        self.metrics.invalidation(
+            InvalidationSource::Broadcast,
+            message.op.as_str(),
+            Some(lag),
+        );
+    }
+}
+
+async fn clear_local(tiers: &[Tier]) {
+    for tier in tiers.iter().filter(|t| t.is_local()) {
+        let _ = tier.clear().await;
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

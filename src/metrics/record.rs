@@ -1,0 +1,138 @@
+//! What the daemon records: one method per event, each touching only its own shard or
+//! counter (the request path's side; readers add up in `readers.rs`).
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::{
+    EvictionCause, INVALIDATION_OPS, InvalidationSource, Metrics, OriginResult, Outcome, TierOp,
+    ValueRejection,
+};
+use crate::names::{BreakerState, TierKind};
+
+impl Metrics {
+    /// Records one finished context request.
+    pub fn request(&self, outcome: Outcome, latency: Duration) {
+        let recorder = &self.latency.outcomes[outcome.index()];
+        match outcome {
+            Outcome::Hit(_) => {
+                let mean_miss = Duration::from_nanos(self.mean_miss_nanos.load(Ordering::Relaxed));
+                recorder.record_saving(latency, mean_miss.saturating_sub(latency));
+            }
+            Outcome::Miss => {
+                recorder.record(latency);
+                // Misses wait on the origin (milliseconds): adding up the shards here
+                // keeps the hits' read a single load.
+                let mean = self.mean(Outcome::Miss).unwrap_or_default();
+                let nanos = u64::try_from(mean.as_nanos()).unwrap_or(u64::MAX);
+                self.mean_miss_nanos.store(nanos, Ordering::Relaxed);
+            }
+            Outcome::Stale(_) | Outcome::Error => recorder.record(latency),
+        }
+    }
+
+    /// Records one origin call.
+    pub fn origin_call(&self, result: OriginResult, latency: Duration) {
+        self.origin_results[result as usize].inc();
+        self.latency.origin.record(latency);
+    }
+
+    /// Records one tier operation.
+    pub fn tier_op(&self, tier: TierKind, op: TierOp, latency: Duration, failed: bool) {
+        self.latency.tier_op(tier, op).record(latency);
+        if failed {
+            self.tier_errors[tier.index()][op as usize].inc();
+        }
+    }
+
+    pub fn eviction(&self, tier: TierKind, cause: EvictionCause) {
+        self.evictions[tier.index()][cause as usize].inc();
+    }
+
+    /// A value a shared tier held was not served.
+    pub fn value_rejected(&self, tier: TierKind, why: ValueRejection) {
+        self.rejected_values[tier.index()][why as usize].inc();
+    }
+
+    /// The origin breaker moved to `to`.
+    pub fn breaker_moved(&self, to: BreakerState) {
+        self.breaker_state.set(to as i64);
+        self.breaker_transitions[to as usize].inc();
+    }
+
+    /// An origin call was refused by the open breaker.
+    pub fn breaker_refused(&self) {
+        self.breaker_refusals.inc();
+    }
+
+    /// An invalidation applied here; `lag` from when it was published, for broadcasts.
+    pub fn invalidation(&self, source: InvalidationSource, op: &str, lag: Option<Duration>) {
+        if let Some(i) = INVALIDATION_OPS.iter().position(|o| *o == op) {
+            self.invalidations[source as usize][i].inc();
+        }
+        if let Some(lag) = lag {
+            self.latency.invalidation_lag.record(lag);
+        }
+    }
+
+    pub fn set_invalidation_subscribed(&self, channel: &str, live: bool) {
+        self.invalidation_subscribed
+            .with_label_values(&[channel])
+            .set(i64::from(live));
+    }
+
+    pub fn invalidation_refused(&self) {
+        self.invalidation_refused.inc();
+    }
+
+    pub fn invalidation_subscription_lost(&self) {
+        self.invalidation_losses.inc();
+    }
+
+    pub fn invalidation_publish_failed(&self) {
+        self.invalidation_publish_errors.inc();
+    }
+
+    pub fn coalesced_waiter(&self) {
+        self.coalesced.inc();
+    }
+
+    pub fn set_tier_up(&self, tier: TierKind, up: bool) {
+        self.tier_up[tier.index()].set(i64::from(up));
+    }
+
+    pub fn tier_reconnected(&self, tier: TierKind) {
+        self.reconnects[tier.index()].inc();
+    }
+
+    /// Refreshes size gauges (called before each scrape).
+    pub fn set_size(&self, tier: TierKind, entries: Option<u64>, bytes: Option<u64>) {
+        if let Some(n) = entries {
+            self.entries
+                .with_label_values(&[tier.as_str()])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        if let (TierKind::Memory, Some(b)) = (tier, bytes) {
+            self.memory_bytes.set(i64::try_from(b).unwrap_or(i64::MAX));
+        }
+    }
+
+    pub fn config_reloaded(&self, success: bool) {
+        self.reload_ok.set(i64::from(success));
+        self.reloads
+            .with_label_values(&[if success { "success" } else { "failure" }])
+            .inc();
+    }
+
+    pub fn connection_opened(&self) {
+        self.open_connections.inc();
+    }
+
+    pub fn connection_closed(&self) {
+        self.open_connections.dec();
+    }
+
+    pub fn connection_rejected(&self) {
+        self.rejected_connections.inc();
+    }
+}
