@@ -27,7 +27,7 @@ pub use labels::{
     ValueRejection,
 };
 use recorder::Recorder;
-use registrar::{Registrar, per_tier_op};
+use registrar::{Registrar, grid};
 
 use crate::names::{BreakerState, TierKind};
 
@@ -120,22 +120,19 @@ impl Metrics {
             "Failed tier operations (errors and timeouts) by tier and operation.",
             &["tier", "op"],
         );
-        let tier_errors = per_tier_op(|k, op| tier_err.with_label_values(&[k, op]));
+        let tiers = TierKind::ALL.map(TierKind::as_str);
+        let tier_errors = grid(&tier_err, &tiers, &TierOp::ALL.map(TierOp::as_str));
 
         let evict = r.counter_vec(
             "codette_cache_evictions_total",
             "Entries that left a tier, by cause.",
             &["tier", "cause"],
         );
-        let evictions = TierKind::ALL
-            .iter()
-            .map(|k| {
-                EvictionCause::ALL
-                    .iter()
-                    .map(|c| evict.with_label_values(&[k.as_str(), c.as_str()]))
-                    .collect()
-            })
-            .collect();
+        let evictions = grid(
+            &evict,
+            &tiers,
+            &EvictionCause::ALL.map(EvictionCause::as_str),
+        );
 
         let up = r.gauge_vec(
             "codette_cache_tier_up",
@@ -191,15 +188,11 @@ impl Metrics {
             "Values found in a shared tier but not served (a miss instead), by reason.",
             &["tier", "reason"],
         );
-        let rejected_values = TierKind::ALL
-            .iter()
-            .map(|k| {
-                ValueRejection::ALL
-                    .iter()
-                    .map(|why| rejected.with_label_values(&[k.as_str(), why.as_str()]))
-                    .collect()
-            })
-            .collect();
+        let rejected_values = grid(
+            &rejected,
+            &tiers,
+            &ValueRejection::ALL.map(ValueRejection::as_str),
+        );
         let transitions = r.counter_vec(
             "codette_cache_origin_breaker_transitions_total",
             "Times the origin circuit breaker moved to a state.",
@@ -215,15 +208,11 @@ impl Metrics {
             "Invalidations applied here, by where they came from and what they removed.",
             &["source", "op"],
         );
-        let invalidations = InvalidationSource::ALL
-            .iter()
-            .map(|s| {
-                INVALIDATION_OPS
-                    .iter()
-                    .map(|op| invalidated.with_label_values(&[s.as_str(), op]))
-                    .collect()
-            })
-            .collect();
+        let invalidations = grid(
+            &invalidated,
+            &InvalidationSource::ALL.map(InvalidationSource::as_str),
+            &INVALIDATION_OPS,
+        );
 
         let process = prometheus::process_collector::ProcessCollector::for_self();
         let _ = registry.register(Box::new(process));

@@ -2,17 +2,18 @@
 
 use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
-use super::TierOp;
-use crate::names::TierKind;
-
-/// One child per (tier, op), indexed `[tier][op]`.
-pub(super) fn per_tier_op<T>(child: impl Fn(&str, &str) -> T) -> Vec<Vec<T>> {
-    TierKind::ALL
-        .iter()
-        .map(|k| {
-            TierOp::ALL
+/// One child of a two-label family per (row, column) value pair, indexed
+/// `[row][column]` in the order given (the enums' `ALL` order).
+pub(super) fn grid(
+    family: &IntCounterVec,
+    rows: &[&str],
+    columns: &[&str],
+) -> Vec<Vec<IntCounter>> {
+    rows.iter()
+        .map(|row| {
+            columns
                 .iter()
-                .map(|op| child(k.as_str(), op.as_str()))
+                .map(|column| family.with_label_values(&[row, column]))
                 .collect()
         })
         .collect()

@@ -17,13 +17,7 @@ use crate::{CONTEXT, MIB, cache, ms, poll, shared};
 fn postgres_restart_replaces_pooled_connections() {
     shared(async {
         let mut pg = TestPostgres::start();
-        let config = [
-            log_section("info"),
-            cache(300, 0, 0),
-            memory_tier(100_000, 64 * MIB, 300),
-            postgres_origin(&pg.url(), 8, 2_000),
-        ]
-        .concat();
+        let config = pg_config(&pg, 8, 2_000, "");
         let daemon = Daemon::start(&config);
         // Every request a miss: each one needs the database.
         let load = Load::start(daemon.url(CONTEXT), 8, |t, i| {
@@ -86,14 +80,7 @@ fn postgres_restart_replaces_pooled_connections() {
 fn postgres_stopped_fails_at_the_timeout_then_at_once() {
     shared(async {
         let mut pg = TestPostgres::start();
-        let config = [
-            log_section("info"),
-            cache(300, 0, 0),
-            memory_tier(100_000, 64 * MIB, 300),
-            postgres_origin(&pg.url(), 4, 300),
-            "breaker_failures = 3\nbreaker_open_ms = 500\n\n".to_owned(),
-        ]
-        .concat();
+        let config = pg_config(&pg, 4, 300, "breaker_failures = 3\nbreaker_open_ms = 500\n");
         let daemon = Daemon::start(&config);
         assert_eq!(ask(&daemon, "before the stop").await.status, 200);
         pg.stop();
@@ -119,4 +106,16 @@ fn postgres_stopped_fails_at_the_timeout_then_at_once() {
         });
         assert!(back.await.is_some(), "no answer after PostgreSQL came back");
     });
+}
+
+/// Memory tier in front of the postgres origin, with `origin_extra` lines in `[origin]`.
+fn pg_config(pg: &TestPostgres, pool: u32, timeout_ms: u64, origin_extra: &str) -> String {
+    [
+        log_section("info"),
+        cache(300, 0, 0),
+        memory_tier(100_000, 64 * MIB, 300),
+        postgres_origin(&pg.url(), pool, timeout_ms),
+        format!("{origin_extra}\n"),
+    ]
+    .concat()
 }
