@@ -212,7 +212,6 @@ fn load_mode_counts_match_the_daemon_and_progress_is_plain_lines() {
     assert_eq!(v["errors"], serde_json::json!({}), "{v}");
     let by_source = v["by_source"].as_object().unwrap();
     let count = |s: &str| by_source.get(s).map_or(0, |p| p["count"].as_u64().unwrap());
-    assert!(count("origin") <= 20, "{v}");
     assert_eq!(count("memory") + count("origin"), requests, "{v}");
     assert!(v["hit_ratio"].as_f64().unwrap() > 0.5, "{v}");
     for p in ["p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms"] {
@@ -226,6 +225,12 @@ fn load_mode_counts_match_the_daemon_and_progress_is_plain_lines() {
         .expect("GET /codette/cache/stats");
     assert_eq!(stats["metrics"]["hits"].as_u64(), Some(count("memory")));
     assert_eq!(stats["metrics"]["misses"].as_u64(), Some(count("origin")));
+    // Each key's first answer comes from the origin, and so does every request that
+    // waited on that call (two workers asking one hot key at once).
+    let coalesced = stats["metrics"]["counters"]["coalesced_waits"]
+        .as_u64()
+        .unwrap();
+    assert!(count("origin") <= 20 + coalesced, "{v} {stats}");
 
     for bad in [
         &["load", "--url", &url, "--concurrency", "0"][..],
