@@ -2,7 +2,8 @@
 # Invalidation lag across a group: three release daemons on one redis-server; the first
 # receives RATE admin invalidations per second for DURATION seconds while a load
 # generator keeps the other two busy with hits; then each of the others reports the lag
-# percentiles it measured (published -> applied, HDR) and how many it received.
+# percentiles it measured (published -> applied, HDR) and how many it received. Then
+# memory-hit throughput of a daemon with the broadcast on against one with it off.
 #   RATE=200 DURATION=5 scripts/bench-invalidation.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,3 +57,26 @@ print(f"received {inv['received']}, lag p50 {lag['p50_ms']} ms, p90 {lag['p90_ms
       f"meanwhile {hits['requests']} hits at {hits['throughput_rps']:.0f} req/s")
 PY
 done
+
+# Memory hits with the broadcast on and off (both with the redis tier), A B A B, medians.
+ON=$(port); OFF=$(port)
+for pair in "$ON true" "$OFF false"; do
+  set -- $pair
+  printf '[server]\nlisten = "127.0.0.1:%s"\n[invalidation]\nbroadcast = %s\n[[tiers]]\ntype = "memory"\n[[tiers]]\ntype = "redis"\nurl = "redis://127.0.0.1:%s/0"\n[origin]\ntype = "sample"\n' \
+    "$1" "$2" "$RPORT" > "$WORK/ab$1.toml"
+  CODETTE_CACHE_LOG__LEVEL=warn $SERVER $BIN serve --config "$WORK/ab$1.toml" & PIDS+=($!)
+  wait_http "http://127.0.0.1:$1/healthz"
+  $BIN bench load --url "http://127.0.0.1:$1" --concurrency 4 --duration 1s --keys 100 --warm --json > /dev/null 2>&1
+done
+for R in 1 2 3; do
+  for P in "$ON" "$OFF"; do
+    $CLIENT $BIN bench load --url "http://127.0.0.1:$P" --concurrency 32 --duration 3s --keys 100 --distribution uniform --json > "$WORK/ab$P-$R.json" 2>/dev/null
+  done
+done
+python3 - "$WORK" "$ON" "$OFF" <<'PY'
+import json, statistics, sys
+w, on, off = sys.argv[1], sys.argv[2], sys.argv[3]
+rps = lambda p: [json.load(open(f"{w}/ab{p}-{r}.json"))["throughput_rps"] for r in (1, 2, 3)]
+a, b = statistics.median(rps(on)), statistics.median(rps(off))
+print(f"\nmemory hits, broadcast on {a:.0f} req/s, off {b:.0f} req/s (medians of 3, A B A B): on/off = {a / b:.2f}")
+PY
