@@ -10,7 +10,7 @@ use crate::config;
 use crate::raw_http::{assert_context, assert_error, call, get, request};
 
 /// Every GET route.
-const GET_ROUTES: &[&str] = &[
+pub(crate) const GET_ROUTES: &[&str] = &[
     "/codette/context?message=reverb",
     "/codette/cache/stats",
     "/codette/cache/metrics",
