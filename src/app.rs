@@ -258,6 +258,7 @@ fn reload(state: &State, path: Option<&std::path::Path>, set_log_level: &SetLogL
             "tiers",
         ),
         (old.origin != new.origin, "origin"),
+        (old.invalidation != new.invalidation, "invalidation"),
     ]
     .into_iter()
     .filter_map(|(changed, what)| changed.then_some(what))
@@ -266,7 +267,6 @@ fn reload(state: &State, path: Option<&std::path::Path>, set_log_level: &SetLogL
         tracing::warn!(changed = ?needs_restart, "these settings take effect after a restart");
     }
     state.chain.set_policy(policy(&new));
-    state.chain.breaker().set_settings(new.origin.breaker());
     state.config.store(Arc::new(new));
     state.metrics.config_reloaded(true);
     tracing::info!("config reloaded");

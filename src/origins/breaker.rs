@@ -51,7 +51,8 @@ pub enum CallResult {
 
 /// The breaker.
 pub struct Breaker {
-    settings: Mutex<BreakerSettings>,
+    /// Fixed for the process, like the rest of `[origin]` (a change needs a restart).
+    settings: BreakerSettings,
     inner: Mutex<Inner>,
 }
 
@@ -64,7 +65,7 @@ struct Inner {
 impl Breaker {
     pub fn new(settings: BreakerSettings) -> Self {
         Self {
-            settings: Mutex::new(settings),
+            settings,
             inner: Mutex::new(Inner {
                 state: BreakerState::Closed,
                 consecutive: 0,
@@ -73,14 +74,9 @@ impl Breaker {
         }
     }
 
-    /// Applies reloaded settings; the state is kept.
-    pub fn set_settings(&self, settings: BreakerSettings) {
-        *self.settings.lock() = settings;
-    }
-
     /// How long it stays open before a probe.
     pub fn open_for(&self) -> Duration {
-        self.settings.lock().open_for
+        self.settings.open_for
     }
 
     pub fn state(&self) -> BreakerState {
@@ -94,7 +90,7 @@ impl Breaker {
 
     /// Asks to call the origin. Returns the decision and the state it moved to, if any.
     pub fn admit(&self) -> (Admit, Option<BreakerState>) {
-        let open_for = self.settings.lock().open_for;
+        let open_for = self.settings.open_for;
         let mut inner = self.inner.lock();
         match inner.state {
             BreakerState::Closed => (Admit::Call, None),
@@ -120,7 +116,7 @@ impl Breaker {
 
     /// Records how a call ended. Returns the state it moved to, if any.
     pub fn record(&self, result: CallResult) -> Option<BreakerState> {
-        let failures = self.settings.lock().failures;
+        let failures = self.settings.failures;
         let mut inner = self.inner.lock();
         let next = match result {
             CallResult::Reached => {
