@@ -40,7 +40,9 @@ fn memory_get(c: &mut Criterion) {
     );
     let key = Key::derive("how to use reverb in mixing", None, false);
     let body = Bytes::from(vec![b'x'; 2048]);
-    runtime.block_on(tier.put(&key, &body)).expect("put");
+    runtime
+        .block_on(tier.put(&key, &body, &codette_cache::tiers::Entry::PLAIN))
+        .expect("put");
     c.bench_function("memory_tier_get_hit", |b| {
         b.iter(|| {
             futures_util::FutureExt::now_or_never(tier.get(black_box(&key)))

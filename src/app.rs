@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::chain::{Chain, Policy};
 use crate::config::Config;
 use crate::http::{self, State};
-use crate::invalidation::Broadcast;
+use crate::invalidation::{Broadcast, Listener};
 use crate::key::Key;
 use crate::metrics::Metrics;
 use crate::notify;
@@ -94,15 +94,20 @@ pub fn build_state(config: Config, metrics: Arc<Metrics>) -> Result<State, AppEr
         )),
         None => None,
     };
+    let listener = config
+        .invalidation
+        .postgres
+        .clone()
+        .map(|listen| Arc::new(Listener::new(listen, &instance_id, Arc::clone(&metrics))));
     let namespace = Key::namespace(config.origin.function());
-    let chain = Chain::new(
+    let chain = Arc::new(Chain::new(
         namespace,
         tiers,
         origin,
         config.origin.breaker(),
         Arc::clone(&metrics),
         policy(&config),
-    );
+    ));
     Ok(State {
         chain,
         metrics,
@@ -111,6 +116,7 @@ pub fn build_state(config: Config, metrics: Arc<Metrics>) -> Result<State, AppEr
         draining: AtomicBool::new(false),
         instance_id,
         broadcast,
+        listener,
     })
 }
 
@@ -156,7 +162,10 @@ pub async fn run(options: Options) -> Result<(), AppError> {
     };
     let state = Arc::new(build_state(config, Arc::clone(&metrics))?);
     if let Some(broadcast) = &state.broadcast {
-        broadcast.spawn_subscriber(state.chain.shared_tiers());
+        broadcast.spawn_subscriber(Arc::clone(&state.chain));
+    }
+    if let Some(listener) = &state.listener {
+        listener.spawn(Arc::clone(&state.chain), state.broadcast.clone());
     }
     let service = http::service(Arc::clone(&state));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();

@@ -17,7 +17,8 @@ use std::borrow::Cow;
 use md5::{Digest, Md5};
 
 /// A derived cache key, e.g. `context:367ac8be2a4e9fccd1f5aa007d810371`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Key(String);
 
 impl Key {
@@ -85,6 +86,22 @@ impl Key {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl TryFrom<String> for Key {
+    type Error = String;
+    fn try_from(text: String) -> Result<Key, String> {
+        Key::parse(&text).ok_or_else(|| {
+            let shown: String = text.chars().take(80).collect();
+            format!("{shown:?} is not a context key (context: then up to 200 printable ASCII characters)")
+        })
+    }
+}
+
+impl From<Key> for String {
+    fn from(key: Key) -> String {
+        key.0
     }
 }
 

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`config`]: figment layering (embedded defaults -> `config.toml` -> env), validation.
 //! - [`key`]: cache keys, the only place they are built (a leaf).
+//! - [`tags`]: what an answer depends on, and what a purge removes (a leaf).
 //! - [`names`]: bounded names shared by plugins and metrics (a leaf).
 //! - [`secret`]: strings that never print, and URL redaction (a leaf).
 //! - [`figures`]: the rounding of every shown figure (a leaf).
@@ -37,6 +38,7 @@ pub mod secret;
 pub mod server;
 pub mod shutdown;
 pub mod stats;
+pub mod tags;
 pub mod tiers;
 
 #[cfg(test)]

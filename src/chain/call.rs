@@ -1,7 +1,7 @@
 //! The origin call behind a miss: one per key at a time (the single flight), asked of
 //! the circuit breaker first, its answer judged (`storable.rs`) and stored into every
 //! tier: local tiers before the waiters are answered (so the next request is a hit),
-//! remote tiers after.
+//! remote tiers after, each fenced against purges (`filing.rs`, `fence.rs`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,51 +9,77 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures_util::future::{BoxFuture, Shared};
 
+use super::fence::Ticket;
+use super::filing::{Filing, file_local, file_shared};
 use super::storable::{self, Shape, Verdict};
-use super::tier_io::timed_put;
 use super::{Chain, FlightResult, Role};
 use crate::key::Key;
 use crate::metrics::{Metrics, OriginResult};
 use crate::origins::{Admit, Breaker, CallResult, ContextRequest, Origin, OriginError};
-use crate::tiers::Tier;
+use crate::tags::{self, Tag};
 
 /// What a waiter awaits.
 pub type Waiting = Shared<BoxFuture<'static, FlightResult>>;
 
 impl Chain {
-    /// Joins (or starts) the origin call for `key`.
-    pub(super) fn fly(&self, key: &Key, request: ContextRequest) -> (Role, Waiting) {
+    /// Joins (or starts) the origin call for `key`. `ticket` was taken before this
+    /// request's tier reads: a flight a purge overtook since is not joined.
+    pub(super) fn fly(
+        &self,
+        key: &Key,
+        ticket: Ticket,
+        request: ContextRequest,
+    ) -> (Role, Waiting) {
         let origin = Arc::clone(&self.origin);
         let breaker = Arc::clone(&self.breaker);
         let tiers = Arc::clone(&self.tiers);
         let metrics = Arc::clone(&self.metrics);
+        let fence = Arc::clone(&self.fence);
         let shape = self.shape;
         let flight_key = key.clone();
-        self.flights.join(key, move |tx| async move {
-            match call(&origin, &breaker, &metrics, shape, &request).await {
-                Ok((body, cacheable)) => {
-                    if !cacheable {
-                        // Not stored, so not shared with requests that come after it.
-                        tx.release();
-                    }
-                    let (local, remote): (Vec<&Tier>, Vec<&Tier>) = tiers
-                        .iter()
-                        .filter(|_| cacheable)
-                        .partition(|t| t.is_local());
-                    for tier in local {
-                        timed_put(&metrics, tier, &flight_key, &body).await;
-                    }
-                    let _ = tx.send(Ok(body.clone()));
-                    for tier in remote {
-                        timed_put(&metrics, tier, &flight_key, &body).await;
+        let request_tags = tags::for_request(&request.message, request.filename.as_deref());
+        let digests: Vec<u128> = request_tags.iter().map(Tag::digest).collect();
+        let joinable = |started| self.fence.clean(started, key, &digests);
+        self.flights
+            .join(key, ticket, joinable, move |tx| async move {
+                // Before the origin is asked: what the shared tiers' writes must find unchanged.
+                let mut watches = Vec::new();
+                for tier in tiers.iter().filter(|t| !t.is_local()) {
+                    if let Ok(Some(watch)) = tier.watch(&flight_key, &request_tags).await {
+                        watches.push((tier, watch));
                     }
                 }
-                Err(error) => {
-                    tracing::debug!(%error, "origin call failed");
-                    let _ = tx.send(Err(Arc::new(error)));
+                match call(&origin, &breaker, &metrics, shape, &request).await {
+                    Ok((body, cacheable)) => {
+                        if !cacheable {
+                            // Not stored, so not shared with requests that come after it.
+                            tx.release();
+                            let _ = tx.send(Ok(body));
+                            return;
+                        }
+                        let filing =
+                            Filing::new(&flight_key, ticket, &request, tags::from_answer(&body));
+                        let mut kept = true;
+                        for tier in tiers.iter().filter(|t| t.is_local()) {
+                            kept &= file_local(&metrics, &fence, tier, &filing, &body).await;
+                        }
+                        if !kept {
+                            // Overtaken: its waiters asked before the purge; no one after.
+                            tx.release();
+                        }
+                        let _ = tx.send(Ok(body.clone()));
+                        if kept && filing.clean(&fence) {
+                            for (tier, watch) in &watches {
+                                file_shared(&metrics, tier, &filing, watch, &body).await;
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, "origin call failed");
+                        let _ = tx.send(Err(Arc::new(error)));
+                    }
                 }
-            }
-        })
+            })
     }
 }
 

@@ -4,6 +4,8 @@
 //! key is released when the task ends, however it ends, so no key stays stuck. An error,
 //! or an answer that will not be stored, releases the key before it is published: a
 //! request that comes after it starts a new call instead of joining the finished one.
+//! Nor does a request join a flight that a purge has overtaken (the caller's `joinable`
+//! says, from the flight's fence ticket): it starts its own.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,6 +17,7 @@ use futures_util::future::{BoxFuture, Shared};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
+use super::fence::Ticket;
 use crate::key::Key;
 use crate::origins::OriginError;
 use bytes::Bytes;
@@ -27,7 +30,7 @@ type Waiting = Shared<BoxFuture<'static, FlightResult>>;
 /// The flights in the air, by key, each with its own id.
 #[derive(Default)]
 pub struct Flights {
-    inflight: Mutex<HashMap<Key, (u64, Waiting)>>,
+    inflight: Mutex<HashMap<Key, (u64, Ticket, Waiting)>>,
     next_id: AtomicU64,
 }
 
@@ -38,17 +41,26 @@ pub enum Role {
 }
 
 impl Flights {
-    /// Joins the flight for `key`, starting it with `work` if there is none. `work`
-    /// gets a sender to publish its result as soon as it has one (so waiters need not
-    /// wait for its back-fill), and runs to the end in its own task.
-    pub fn join<F, Fut>(self: &Arc<Self>, key: &Key, work: F) -> (Role, Waiting)
+    /// Joins the flight for `key` if `joinable` accepts its ticket, else starts one
+    /// with `work` (whose reads began at `ticket`). `work` gets a sender to publish its
+    /// result as soon as it has one (so waiters need not wait for its back-fill), and
+    /// runs to the end in its own task.
+    pub fn join<F, Fut>(
+        self: &Arc<Self>,
+        key: &Key,
+        ticket: Ticket,
+        joinable: impl FnOnce(Ticket) -> bool,
+        work: F,
+    ) -> (Role, Waiting)
     where
         F: FnOnce(Publisher) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let mut inflight = self.inflight.lock();
-        if let Some((_, waiting)) = inflight.get(key) {
-            return (Role::Waiter, waiting.clone());
+        if let Some((_, started, waiting)) = inflight.get(key) {
+            if joinable(*started) {
+                return (Role::Waiter, waiting.clone());
+            }
         }
         let (tx, rx) = oneshot::channel();
         let waiting: Waiting = rx
@@ -56,7 +68,7 @@ impl Flights {
             .boxed()
             .shared();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        inflight.insert(key.clone(), (id, waiting.clone()));
+        inflight.insert(key.clone(), (id, ticket, waiting.clone()));
         drop(inflight);
 
         let release = Release {
@@ -129,7 +141,7 @@ impl Release {
         let mut inflight = self.flights.inflight.lock();
         if inflight
             .get(&self.key)
-            .is_some_and(|(id, _)| *id == self.id)
+            .is_some_and(|(id, _, _)| *id == self.id)
         {
             inflight.remove(&self.key);
         }
@@ -148,6 +160,12 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
+    use crate::chain::fence::Fence;
+
+    fn ticket() -> Ticket {
+        Fence::default().ticket()
+    }
+
     /// 100 concurrent joins run the work once and all see its value.
     #[tokio::test]
     async fn concurrent_joins_share_one_call() {
@@ -157,11 +175,16 @@ mod tests {
         let mut waits = Vec::new();
         for _ in 0..100 {
             let calls = Arc::clone(&calls);
-            let (_, w) = flights.join(&key, move |tx| async move {
-                calls.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                let _ = tx.send(Ok(Bytes::from_static(b"{}")));
-            });
+            let (_, w) = flights.join(
+                &key,
+                ticket(),
+                |_| true,
+                move |tx| async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let _ = tx.send(Ok(Bytes::from_static(b"{}")));
+                },
+            );
             waits.push(w);
         }
         for w in waits {
@@ -177,12 +200,17 @@ mod tests {
     async fn a_dead_flight_is_not_stuck() {
         let flights = Arc::new(Flights::default());
         let key = Key::derive("m", None, false);
-        let (_, w) = flights.join(&key, |tx| async move { drop(tx) });
+        let (_, w) = flights.join(&key, ticket(), |_| true, |tx| async move { drop(tx) });
         assert!(matches!(*w.await.unwrap_err(), OriginError::Aborted));
         tokio::time::sleep(Duration::from_millis(10)).await;
-        let (role, _) = flights.join(&key, |tx| async move {
-            let _ = tx.send(Ok(Bytes::new()));
-        });
+        let (role, _) = flights.join(
+            &key,
+            ticket(),
+            |_| true,
+            |tx| async move {
+                let _ = tx.send(Ok(Bytes::new()));
+            },
+        );
         assert!(matches!(role, Role::Leader));
     }
 
@@ -193,22 +221,38 @@ mod tests {
         let flights = Arc::new(Flights::default());
         let key = Key::derive("m", None, false);
         let (finish, finished) = oneshot::channel::<()>();
-        let (_, w) = flights.join(&key, |tx| async move {
-            let _ = tx.send(Err(Arc::new(OriginError::Aborted)));
-            let _ = finished.await;
-        });
+        let (_, w) = flights.join(
+            &key,
+            ticket(),
+            |_| true,
+            |tx| async move {
+                let _ = tx.send(Err(Arc::new(OriginError::Aborted)));
+                let _ = finished.await;
+            },
+        );
         assert!(w.await.is_err());
-        let (role, w) = flights.join(&key, |tx| async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let _ = tx.send(Ok(Bytes::from_static(b"{}")));
-        });
+        let (role, w) = flights.join(
+            &key,
+            ticket(),
+            |_| true,
+            |tx| async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let _ = tx.send(Ok(Bytes::from_static(b"{}")));
+            },
+        );
         assert!(matches!(role, Role::Leader), "joined the failed flight");
         let _ = finish.send(());
         tokio::time::sleep(Duration::from_millis(10)).await;
-        let (role, _) = flights.join(&key, |_| async {});
+        let (role, _) = flights.join(&key, ticket(), |_| true, |_| async {});
         assert!(
             matches!(role, Role::Waiter),
             "the old task released the new flight"
+        );
+        // Still in the air, but overtaken by a purge: not joined.
+        let (role, _) = flights.join(&key, ticket(), |_| false, |_| async {});
+        assert!(
+            matches!(role, Role::Leader),
+            "joined a flight a purge overtook"
         );
         assert_eq!(w.await.unwrap(), Bytes::from_static(b"{}"));
     }

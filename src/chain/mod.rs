@@ -11,7 +11,10 @@
 //! serving several functions builds one chain each over the same tiers.
 
 mod call;
+pub mod fence;
+mod filing;
 mod flight;
+mod purge;
 pub mod storable;
 mod tier_io;
 mod variants;
@@ -20,18 +23,19 @@ mod variants;
 mod tests;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 
 use crate::key::Key;
-use crate::metrics::{Metrics, TierOp};
+use crate::metrics::Metrics;
 use crate::origins::{Breaker, BreakerSettings, ContextRequest, Origin, OriginError};
-use crate::tiers::{Found, Tier, TierError, TierKind};
+use crate::tiers::{Found, Tier, TierKind};
+use fence::Fence;
 pub use flight::{FlightResult, Flights, Publisher, Role};
+pub use purge::{Purged, Reach};
 pub use storable::Shape;
-use tier_io::record;
 pub use variants::Variants;
 
 /// Where an answer came from.
@@ -95,6 +99,9 @@ pub struct Chain {
     /// What this function's answers look like.
     shape: Shape,
     tiers: Arc<[Tier]>,
+    /// Keeps stores from bringing back what a purge removed. Chains sharing tiers would
+    /// share it too.
+    fence: Arc<Fence>,
     origin: Arc<Origin>,
     breaker: Arc<Breaker>,
     flights: Arc<Flights>,
@@ -124,6 +131,7 @@ impl Chain {
             namespace,
             shape,
             tiers: tiers.into(),
+            fence: Arc::default(),
             origin: Arc::new(origin),
             breaker: Arc::new(Breaker::new(breaker)),
             flights: Arc::new(Flights::default()),
@@ -135,11 +143,6 @@ impl Chain {
 
     pub fn tiers(&self) -> &[Tier] {
         &self.tiers
-    }
-
-    /// The tiers, for a task that outlives the borrow (the broadcast subscriber).
-    pub fn shared_tiers(&self) -> Arc<[Tier]> {
-        Arc::clone(&self.tiers)
     }
 
     pub fn origin(&self) -> &Origin {
@@ -185,13 +188,17 @@ impl Chain {
             policy.normalize,
         );
         let mut stale: Option<(TierKind, Found)> = None;
+        // Before any read: a store of what it finds must not outlive a purge after it.
+        let ticket = self.fence.ticket();
 
         for (i, tier) in self.tiers.iter().enumerate() {
             let Some(found) = self.tier_get(tier, &key).await else {
                 continue;
             };
             if found.age < found.ttl {
-                self.backfill(i, &key, &found.body);
+                if i > 0 {
+                    self.backfill(i, &key, &found.body, ticket, &request);
+                }
                 return Ok(Answer {
                     key,
                     source: Source::Tier(tier.kind()),
@@ -203,7 +210,7 @@ impl Chain {
             let past = found.age - found.ttl;
             if past < policy.stale_while_revalidate {
                 // Serve now; one refresh behind it (a flight with no one waiting).
-                drop(self.fly(&key, request));
+                drop(self.fly(&key, ticket, request));
                 return Ok(Answer {
                     key,
                     source: Source::Stale(tier.kind()),
@@ -220,7 +227,7 @@ impl Chain {
         if !policy.normalize {
             self.variants.observe(&request.message);
         }
-        let (role, waiting) = self.fly(&key, request);
+        let (role, waiting) = self.fly(&key, ticket, request);
         let coalesced = matches!(role, Role::Waiter);
         if coalesced {
             self.metrics.coalesced_waiter();
@@ -256,35 +263,5 @@ impl Chain {
                 None => Err(Failure { key, error }),
             },
         }
-    }
-
-    /// Removes one key from every tier; returns the tiers that failed.
-    pub async fn invalidate(&self, key: &Key) -> Vec<(TierKind, TierError)> {
-        let mut failed = Vec::new();
-        for tier in self.tiers.iter() {
-            let started = Instant::now();
-            let result = tier.remove(key).await;
-            record(&self.metrics, tier.kind(), TierOp::Remove, started, &result);
-            if let Err(e) = result {
-                failed.push((tier.kind(), e));
-            }
-        }
-        failed
-    }
-
-    /// Empties every tier; returns entries removed and the tiers that failed.
-    pub async fn clear(&self) -> (u64, Vec<(TierKind, TierError)>) {
-        let mut removed = 0;
-        let mut failed = Vec::new();
-        for tier in self.tiers.iter() {
-            let started = Instant::now();
-            let result = tier.clear().await;
-            record(&self.metrics, tier.kind(), TierOp::Clear, started, &result);
-            match result {
-                Ok(n) => removed += n,
-                Err(e) => failed.push((tier.kind(), e)),
-            }
-        }
-        (removed, failed)
     }
 }

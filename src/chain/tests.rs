@@ -44,7 +44,10 @@ async fn hits_back_fill_and_misses_fill_every_tier() {
     );
     let key = chain.key_for("reverb", None);
     let body = Bytes::from_static(br#"{"snippets":[],"file":null,"chat_history":[]}"#);
-    chain.tiers()[1].put(&key, &body).await.unwrap();
+    chain.tiers()[1]
+        .put(&key, &body, &crate::tiers::Entry::PLAIN)
+        .await
+        .unwrap();
     assert!(chain.tiers()[0].get(&key).await.unwrap().is_none());
 
     let answer = chain.lookup(request("reverb")).await.unwrap();

@@ -2,16 +2,19 @@
 //! A value read from a shared (remote) tier is served only if the daemon would have
 //! stored it (`storable.rs`); anything else is a miss, counted by reason.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 
 use super::Chain;
+use super::fence::Ticket;
+use super::filing::{Filing, file_local};
 use super::storable::{self, Verdict};
 use crate::key::Key;
 use crate::metrics::{Metrics, TierOp, ValueRejection};
 use crate::names::TierKind;
+use crate::origins::ContextRequest;
+use crate::tags;
 use crate::tiers::{Found, Tier, TierError};
 
 impl Chain {
@@ -40,26 +43,29 @@ impl Chain {
         Some(found)
     }
 
-    /// Copies a hit into the tiers above the one that had it.
-    pub(super) fn backfill(&self, hit_index: usize, key: &Key, body: &Bytes) {
-        for (i, tier) in self.tiers[..hit_index].iter().enumerate() {
-            if tier.is_local() {
-                // In-process puts are synchronous under the hood: no task needed.
-                let fut = timed_put(&self.metrics, tier, key, body);
-                futures_util::FutureExt::now_or_never(fut);
-            } else {
-                let (tiers, metrics) = (Arc::clone(&self.tiers), Arc::clone(&self.metrics));
-                let (key, body) = (key.clone(), body.clone());
-                tokio::spawn(async move { timed_put(&metrics, &tiers[i], &key, &body).await });
-            }
+    /// Copies a hit into the local tiers above the one that had it, fenced like an
+    /// origin answer (`ticket` was taken before the reads). Shared tiers above a hit
+    /// are not written: the hit is this instance's view, and publishing it to the group
+    /// could bring back what another instance has just purged.
+    pub(super) fn backfill(
+        &self,
+        hit_index: usize,
+        key: &Key,
+        body: &Bytes,
+        ticket: Ticket,
+        request: &ContextRequest,
+    ) {
+        let above = &self.tiers[..hit_index];
+        if !above.iter().any(Tier::is_local) {
+            return;
+        }
+        let filing = Filing::new(key, ticket, request, tags::from_answer(body));
+        for tier in above.iter().filter(|t| t.is_local()) {
+            // In-process puts are synchronous under the hood: no task needed.
+            let fut = file_local(&self.metrics, &self.fence, tier, &filing, body);
+            futures_util::FutureExt::now_or_never(fut);
         }
     }
-}
-
-pub(super) async fn timed_put(metrics: &Metrics, tier: &Tier, key: &Key, body: &Bytes) {
-    let started = Instant::now();
-    let result = tier.put(key, body).await;
-    record(metrics, tier.kind(), TierOp::Put, started, &result);
 }
 
 /// Records a tier operation; a skip of a tier known to be down is neither timed nor an

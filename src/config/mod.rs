@@ -321,6 +321,7 @@ impl Config {
             tier.redact();
         }
         shown.origin.redact();
+        shown.invalidation.redact();
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 }

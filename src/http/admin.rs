@@ -1,5 +1,6 @@
-//! Admin routes: `POST /codette/cache/clear` and `POST /codette/cache/invalidate`.
-//! Both need `Authorization: Bearer <token>` compared in constant time; with no token
+//! Admin routes: `POST /codette/cache/clear` and `POST /codette/cache/invalidate`
+//! (one context by `{"message", "filename"}`, or `{"keys": [...]}`, or
+//! `{"tags": [...]}`; see `tags.rs`). Both need `Authorization: Bearer <token>` compared in constant time; with no token
 //! configured they are disabled (403), so a default install cannot be wiped by anyone
 //! who can reach it.
 
@@ -8,10 +9,15 @@ use subtle::ConstantTimeEq;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
-use super::context::{ContextBody, validate};
+use serde::Deserialize;
+
+use super::context::validate;
 use super::{ApiError, Shared, body, json_reply, timestamp, with_state};
-use crate::invalidation::Op;
+use crate::chain::{Purged, Reach};
+use crate::invalidation::Purge;
+use crate::key::Key;
 use crate::metrics::InvalidationSource;
+use crate::tags::{MAX_ITEMS, Tag};
 use crate::tiers::{TierError, TierKind};
 
 pub fn routes(state: Shared) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
@@ -21,11 +27,11 @@ pub fn routes(state: Shared) -> impl Filter<Extract = (impl Reply,), Error = Rej
         .and(authorised(state.clone()))
         .and_then(clear);
 
-    // POST /codette/cache/invalidate {"message": ..., "filename": ...}
+    // POST /codette/cache/invalidate {"message", "filename"} | {"keys"} | {"tags"}
     let invalidate = warp::path!("codette" / "cache" / "invalidate")
         .and(warp::post())
         .and(authorised(state.clone()))
-        .and(body::json::<ContextBody>(state))
+        .and(body::json::<InvalidateBody>(state))
         .and_then(invalidate);
 
     clear.or(invalidate)
@@ -62,48 +68,112 @@ fn authorised(state: Shared) -> impl Filter<Extract = (Shared,), Error = Rejecti
         })
 }
 
+/// The invalidate body: exactly one of `message` (with an optional `filename`), `keys`
+/// or `tags`. Other fields are ignored, as on `/codette/context`.
+#[derive(Debug, Deserialize)]
+struct InvalidateBody {
+    message: Option<String>,
+    filename: Option<String>,
+    keys: Option<Vec<Key>>,
+    tags: Option<Vec<Tag>>,
+}
+
 async fn clear(state: Shared) -> Result<warp::reply::Response, Rejection> {
-    let (removed, failed) = state.chain.clear().await;
-    tracing::info!(removed, failed = failed.len(), "cache cleared");
-    announce(&state, Op::Clear).await;
-    if !failed.is_empty() {
-        return Err(warp::reject::custom(partial("cleared", &failed)));
-    }
+    let purged = state.chain.purge(&Purge::Clear, Reach::Everywhere).await;
+    tracing::info!(
+        removed = purged.removed,
+        failed = purged.failed.len(),
+        "cache cleared"
+    );
+    announce(&state, Purge::Clear).await;
+    let removed = done(purged, "cleared")?;
     Ok(json_reply(
         &json!({"status": "cleared", "removed": removed, "timestamp": timestamp()}),
         StatusCode::OK,
     ))
 }
 
-async fn invalidate(state: Shared, body: ContextBody) -> Result<warp::reply::Response, Rejection> {
-    let filename = body.filename.as_deref().filter(|f| !f.is_empty());
-    validate(&state, &body.message, filename).map_err(warp::reject::custom)?;
-    let key = state.chain.key_for(&body.message, filename);
-    let failed = state.chain.invalidate(&key).await;
-    announce(
-        &state,
-        Op::Keys {
-            keys: vec![key.as_str().to_owned()],
-        },
-    )
-    .await;
-    if !failed.is_empty() {
-        return Err(warp::reject::custom(partial("invalidated", &failed)));
+async fn invalidate(
+    state: Shared,
+    body: InvalidateBody,
+) -> Result<warp::reply::Response, Rejection> {
+    let (purge, named) = match body {
+        InvalidateBody {
+            message: Some(message),
+            filename,
+            keys: None,
+            tags: None,
+        } => {
+            let filename = filename.filter(|f| !f.is_empty());
+            validate(&state, &message, filename.as_deref()).map_err(warp::reject::custom)?;
+            let key = state.chain.key_for(&message, filename.as_deref());
+            let named = ("key", json!(key.as_str()));
+            (Purge::Keys { keys: vec![key] }, named)
+        }
+        InvalidateBody {
+            message: None,
+            filename: None,
+            keys: Some(keys),
+            tags: None,
+        } => {
+            within_limit(keys.len(), "keys")?;
+            let named = ("keys", json!(keys));
+            (Purge::Keys { keys }, named)
+        }
+        InvalidateBody {
+            message: None,
+            filename: None,
+            keys: None,
+            tags: Some(tags),
+        } => {
+            within_limit(tags.len(), "tags")?;
+            let named = ("tags", json!(tags));
+            (Purge::Tags { tags }, named)
+        }
+        _ => {
+            return Err(warp::reject::custom(ApiError::bad_request(
+                "invalid_body",
+                "send one of {\"message\", \"filename\"}, {\"keys\": [...]} or {\"tags\": [...]}",
+            )));
+        }
+    };
+    let purged = state.chain.purge(&purge, Reach::Everywhere).await;
+    announce(&state, purge).await;
+    let removed = done(purged, "invalidated")?;
+    let mut reply = json!({"status": "invalidated", "removed": removed, "timestamp": timestamp()});
+    reply[named.0] = named.1;
+    Ok(json_reply(&reply, StatusCode::OK))
+}
+
+/// 1 to [`MAX_ITEMS`] keys or tags, so one call cannot hold the tiers for long.
+fn within_limit(n: usize, what: &str) -> Result<(), Rejection> {
+    if (1..=MAX_ITEMS).contains(&n) {
+        Ok(())
+    } else {
+        Err(warp::reject::custom(ApiError::bad_request(
+            "invalid_body",
+            format!("send 1 to {MAX_ITEMS} {what}; split longer lists into several calls"),
+        )))
     }
-    Ok(json_reply(
-        &json!({"status": "invalidated", "key": key.as_str(), "timestamp": timestamp()}),
-        StatusCode::OK,
-    ))
 }
 
 /// Counts an admin invalidation and tells the other instances (before answering, so
 /// that when the caller has its answer the others are already being told).
-async fn announce(state: &Shared, op: Op) {
+async fn announce(state: &Shared, purge: Purge) {
     state
         .metrics
-        .invalidation(InvalidationSource::Admin, op.as_str(), None);
+        .invalidation(InvalidationSource::Admin, purge.as_str(), None);
     if let Some(broadcast) = &state.broadcast {
-        broadcast.publish(op).await;
+        broadcast.publish(purge).await;
+    }
+}
+
+/// How many entries went, or a 503 naming the tiers that could not do it.
+fn done(purged: Purged, what: &str) -> Result<u64, Rejection> {
+    if purged.failed.is_empty() {
+        Ok(purged.removed)
+    } else {
+        Err(warp::reject::custom(partial(what, &purged.failed)))
     }
 }
 

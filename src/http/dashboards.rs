@@ -263,6 +263,11 @@ fn status(state: &Shared, s: &Snapshot) -> Value {
             "subscribed": state.broadcast.as_ref().is_some_and(|b| b.subscription().is_live()),
             "received": state.metrics.invalidations(InvalidationSource::Broadcast),
             "lag": latency(&state.metrics.invalidation_lag()),
+            "postgres": state.listener.as_ref().map(|l| json!({
+                "channel": l.channel(),
+                "subscribed": l.subscription().is_live(),
+                "received": state.metrics.invalidations(InvalidationSource::Database),
+            })),
         },
         "origin_breaker": {
             "state": breaker.state().as_str(),

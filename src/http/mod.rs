@@ -22,14 +22,14 @@ use warp::Filter;
 
 use crate::chain::Chain;
 use crate::config::Config;
-use crate::invalidation::Broadcast;
+use crate::invalidation::{Broadcast, Listener};
 use crate::metrics::Metrics;
 pub use rejection::ApiError;
 pub use service::Service;
 
 /// What every handler can read.
 pub struct State {
-    pub chain: Chain,
+    pub chain: Arc<Chain>,
     pub metrics: Arc<Metrics>,
     /// The configuration in force; replaced whole on reload.
     pub config: ArcSwap<Config>,
@@ -40,6 +40,8 @@ pub struct State {
     pub instance_id: String,
     /// The invalidation broadcast, when enabled.
     pub broadcast: Option<Arc<Broadcast>>,
+    /// The LISTEN on database changes, when configured.
+    pub listener: Option<Arc<Listener>>,
 }
 
 pub type Shared = Arc<State>;

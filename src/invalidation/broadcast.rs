@@ -6,34 +6,20 @@
 //! waits on it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{Message, Op};
-use crate::key::Key;
+use super::{Message, Purge, Subscription};
+use crate::chain::{Chain, Reach};
 use crate::metrics::{InvalidationSource, Metrics};
-use crate::tiers::Tier;
 
 /// Limit for one publish or one subscribe attempt.
 const CALL_TIMEOUT: Duration = Duration::from_millis(1_000);
 /// First and longest pause between subscribe attempts.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
-
-/// Whether the subscription is live now (for status routes; never waits).
-#[derive(Default)]
-pub struct Subscription {
-    live: AtomicBool,
-}
-
-impl Subscription {
-    pub fn is_live(&self) -> bool {
-        self.live.load(Ordering::Relaxed)
-    }
-}
 
 /// This instance's end of the broadcast.
 pub struct Broadcast {
@@ -84,7 +70,7 @@ impl Broadcast {
     /// Tells the other instances; a failure is logged and counted (their memory tiers
     /// keep the entries until their TTL), never returned to the admin caller, whose own
     /// tiers are already done.
-    pub async fn publish(&self, op: Op) {
+    pub async fn publish(&self, op: Purge) {
         let message = Message {
             v: 1,
             op,
@@ -115,13 +101,13 @@ impl Broadcast {
     }
 
     /// Subscribes in the background for as long as the process runs, applying other
-    /// instances' messages to `tiers`' local ones.
-    pub fn spawn_subscriber(self: &Arc<Self>, tiers: Arc<[Tier]>) {
+    /// instances' messages to `chain`'s local tiers.
+    pub fn spawn_subscriber(self: &Arc<Self>, chain: Arc<Chain>) {
         let this = Arc::clone(self);
-        tokio::spawn(async move { this.subscribe_forever(&tiers).await });
+        tokio::spawn(async move { this.subscribe_forever(&chain).await });
     }
 
-    async fn subscribe_forever(&self, tiers: &[Tier]) {
+    async fn subscribe_forever(&self, chain: &Chain) {
         let mut pause = RETRY_FIRST;
         loop {
             let attempt = async {
@@ -132,17 +118,17 @@ impl Broadcast {
             match tokio::time::timeout(CALL_TIMEOUT, attempt).await {
                 Ok(Ok(mut pubsub)) => {
                     // Whatever was sent while we were not listening is lost.
-                    clear_local(tiers).await;
+                    clear_local(chain).await;
                     self.set_live(true);
                     tracing::info!(channel = self.channel, "invalidation subscription live");
                     pause = RETRY_FIRST;
                     let mut messages = pubsub.on_message();
                     while let Some(message) = messages.next().await {
-                        self.apply(message.get_payload_bytes(), tiers).await;
+                        self.apply(message.get_payload_bytes(), chain).await;
                     }
                     self.set_live(false);
                     self.metrics.invalidation_subscription_lost();
-                    clear_local(tiers).await;
+                    clear_local(chain).await;
                     tracing::warn!(
                         channel = self.channel,
                         "invalidation subscription lost; memory tier emptied, resubscribing"
@@ -157,13 +143,13 @@ impl Broadcast {
     }
 
     fn set_live(&self, live: bool) {
-        self.subscription.live.store(live, Ordering::Relaxed);
+        self.subscription.set(live);
         self.metrics
             .set_invalidation_subscribed(&self.channel, live);
     }
 
     /// Applies one received message to the local tiers.
-    async fn apply(&self, payload: &[u8], tiers: &[Tier]) {
+    async fn apply(&self, payload: &[u8], chain: &Chain) {
         let message = match Message::parse(payload) {
             Ok(m) => m,
             Err(e) => {
@@ -175,16 +161,7 @@ impl Broadcast {
         if message.sender == self.instance_id {
             return;
         }
-        match &message.op {
-            Op::Keys { keys } => {
-                for key in keys.iter().filter_map(|k| Key::parse(k)) {
-                    for tier in tiers.iter().filter(|t| t.is_local()) {
-                        let _ = tier.remove(&key).await;
-                    }
-                }
-            }
-            Op::Clear => clear_local(tiers).await,
-        }
+        chain.purge(&message.op, Reach::Local).await;
         let lag = Duration::from_millis(now_ms().saturating_sub(message.sent_at_ms));
         self.metrics.invalidation(
             InvalidationSource::Broadcast,
@@ -194,13 +171,12 @@ impl Broadcast {
     }
 }
 
-async fn clear_local(tiers: &[Tier]) {
-    for tier in tiers.iter().filter(|t| t.is_local()) {
-        let _ = tier.clear().await;
-    }
+/// Empties the memory tier (fenced, so no read from before survives it).
+pub(super) async fn clear_local(chain: &Chain) {
+    chain.purge(&Purge::Clear, Reach::Local).await;
 }
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -1,17 +1,38 @@
-//! Invalidations that reach every instance. A clear or invalidate done on one daemon is
-//! published on a Redis channel as versioned JSON ([`Message`]); every daemon of the
-//! group (those sharing the Redis) drops the matching entries from its own memory tier.
-//! Shared tiers need no message: the instance that invalidated already removed the keys
-//! there. This module owns the config and the message; `broadcast.rs` the connections.
+//! Invalidations that reach every instance. A purge started on one daemon (an admin
+//! call, a database change) is published on a Redis channel as versioned JSON
+//! ([`Message`]); every daemon of the group (those sharing the Redis) applies it to its
+//! own memory tier. Shared tiers need no message: the instance that started the purge
+//! already did them. This module owns the config and the message; `broadcast.rs` the
+//! Redis connections, `postgres.rs` the LISTEN on database changes.
 
 mod broadcast;
+mod change;
+mod postgres;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-pub use broadcast::{Broadcast, Subscription};
+use crate::tags::MAX_ITEMS;
+pub use crate::tags::Purge;
+pub use broadcast::Broadcast;
+pub use postgres::{ListenConfig, Listener};
 
-/// Keys one message may carry (a bound on what a peer can make us do per message).
-pub const MAX_KEYS: usize = 1_000;
+/// Whether a subscription is live now (for status routes; never waits).
+#[derive(Default)]
+pub struct Subscription {
+    live: AtomicBool,
+}
+
+impl Subscription {
+    pub fn is_live(&self) -> bool {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, live: bool) {
+        self.live.store(live, Ordering::Relaxed);
+    }
+}
 
 /// `[invalidation]`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -22,6 +43,8 @@ pub struct InvalidationConfig {
     pub broadcast: Option<bool>,
     /// The Redis pub/sub channel of the group.
     pub channel: String,
+    /// `[invalidation.postgres]`: LISTEN for the changes `sql/invalidation.sql` notifies.
+    pub postgres: Option<ListenConfig>,
 }
 
 impl Default for InvalidationConfig {
@@ -29,35 +52,27 @@ impl Default for InvalidationConfig {
         Self {
             broadcast: None,
             channel: "codette-cache:invalidate".into(),
+            postgres: None,
         }
     }
 }
 
 impl InvalidationConfig {
     pub(crate) fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
         if self.channel.is_empty() || self.channel.len() > 256 {
-            vec!["invalidation.channel must be 1 to 256 bytes".into()]
-        } else {
-            Vec::new()
+            problems.push("invalidation.channel must be 1 to 256 bytes".into());
         }
+        if let Some(postgres) = &self.postgres {
+            problems.extend(postgres.validate());
+        }
+        problems
     }
-}
 
-/// What an invalidation removes.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Op {
-    /// These keys (`context:…`).
-    Keys { keys: Vec<String> },
-    /// Every entry.
-    Clear,
-}
-
-impl Op {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Op::Keys { .. } => "keys",
-            Op::Clear => "clear",
+    /// Hides the password of the LISTEN URL (for `check-config`).
+    pub(crate) fn redact(&mut self) {
+        if let Some(postgres) = &mut self.postgres {
+            postgres.url = crate::secret::redact_url(&postgres.url);
         }
     }
 }
@@ -69,7 +84,7 @@ pub struct Message {
     /// Format version; 1.
     pub v: u32,
     #[serde(flatten)]
-    pub op: Op,
+    pub op: Purge,
     /// The sending process's instance id; an instance ignores its own messages.
     pub sender: String,
     /// When it was sent, milliseconds since the Unix epoch (for the lag metric).
@@ -83,30 +98,24 @@ pub enum MessageError {
     Parse(String),
     #[error("unknown version {0}")]
     Version(u32),
-    #[error("{0} keys; at most {MAX_KEYS}")]
-    TooManyKeys(usize),
-    #[error("{0:?} is not a context key")]
-    NotAKey(String),
+    #[error("{0} keys or tags; at most {MAX_ITEMS}")]
+    TooMany(usize),
 }
 
 impl Message {
     /// Parses and checks a payload.
     ///
     /// # Errors
-    /// [`MessageError`] for anything but a version-1 message of context keys or a clear.
+    /// [`MessageError`] for anything but a version-1 message of context keys, tags or
+    /// a clear.
     pub fn parse(payload: &[u8]) -> Result<Message, MessageError> {
         let message: Message =
             serde_json::from_slice(payload).map_err(|e| MessageError::Parse(e.to_string()))?;
         if message.v != 1 {
             return Err(MessageError::Version(message.v));
         }
-        if let Op::Keys { keys } = &message.op {
-            if keys.len() > MAX_KEYS {
-                return Err(MessageError::TooManyKeys(keys.len()));
-            }
-            if let Some(bad) = keys.iter().find(|k| crate::key::Key::parse(k).is_none()) {
-                return Err(MessageError::NotAKey(bad.clone()));
-            }
+        if message.op.len() > MAX_ITEMS {
+            return Err(MessageError::TooMany(message.op.len()));
         }
         Ok(message)
     }
@@ -121,8 +130,12 @@ mod tests {
     fn messages_parse_and_refuse() {
         let m = Message {
             v: 1,
-            op: Op::Keys {
-                keys: vec!["context:367ac8be2a4e9fccd1f5aa007d810371".into()],
+            op: Purge::Keys {
+                keys: vec![crate::key::Key::derive(
+                    "how to use reverb in mixing",
+                    None,
+                    false,
+                )],
             },
             sender: "a".into(),
             sent_at_ms: 1,
@@ -131,13 +144,16 @@ mod tests {
         assert!(text.contains(r#""op":"keys""#), "{text}");
         assert_eq!(Message::parse(text.as_bytes()).unwrap(), m);
         let clear = br#"{"v":1,"op":"clear","sender":"b","sent_at_ms":2}"#;
-        assert_eq!(Message::parse(clear).unwrap().op, Op::Clear);
+        assert_eq!(Message::parse(clear).unwrap().op, Purge::Clear);
+        let tags = br#"{"v":1,"op":"tags","tags":["user:a","file:b"],"sender":"b","sent_at_ms":2}"#;
+        assert_eq!(Message::parse(tags).unwrap().op.len(), 2);
         for bad in [
             &b"not json"[..],
             br#"{"v":2,"op":"clear","sender":"b","sent_at_ms":2}"#,
             br#"{"v":1,"op":"drop","sender":"b","sent_at_ms":2}"#,
             br#"{"v":1,"op":"keys","keys":["session:1"],"sender":"b","sent_at_ms":2}"#,
             br#"{"v":1,"op":"clear","sent_at_ms":2}"#,
+            br#"{"v":1,"op":"tags","tags":["group:1"],"sender":"b","sent_at_ms":2}"#,
         ] {
             assert!(
                 Message::parse(bad).is_err(),
@@ -147,11 +163,11 @@ mod tests {
         }
         let many = format!(
             r#"{{"v":1,"op":"keys","keys":[{}],"sender":"b","sent_at_ms":2}}"#,
-            vec![r#""context:00000000000000000000000000000000""#; MAX_KEYS + 1].join(",")
+            vec![r#""context:00000000000000000000000000000000""#; MAX_ITEMS + 1].join(",")
         );
         assert!(matches!(
             Message::parse(many.as_bytes()),
-            Err(MessageError::TooManyKeys(_))
+            Err(MessageError::TooMany(_))
         ));
     }
 }

@@ -150,22 +150,28 @@ pub enum InvalidationSource {
     Admin,
     /// Another instance, over the broadcast channel.
     Broadcast,
+    /// A PostgreSQL change notification (LISTEN).
+    Database,
 }
 
 impl InvalidationSource {
-    pub const ALL: [InvalidationSource; 2] =
-        [InvalidationSource::Admin, InvalidationSource::Broadcast];
+    pub const ALL: [InvalidationSource; 3] = [
+        InvalidationSource::Admin,
+        InvalidationSource::Broadcast,
+        InvalidationSource::Database,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             InvalidationSource::Admin => "admin",
             InvalidationSource::Broadcast => "broadcast",
+            InvalidationSource::Database => "database",
         }
     }
 }
 
-/// The operations an invalidation can carry (`invalidation::Op::as_str`).
-pub const INVALIDATION_OPS: [&str; 2] = ["keys", "clear"];
+/// The operations an invalidation can carry (`tags::Purge::as_str`).
+pub const INVALIDATION_OPS: [&str; 3] = ["keys", "tags", "clear"];
 
 #[cfg(test)]
 mod tests {

@@ -261,16 +261,16 @@ impl Metrics {
             invalidations,
             invalidation_subscribed: r.gauge_vec(
                 "codette_cache_invalidation_subscribed",
-                "1 while the invalidation broadcast subscription is live.",
+                "1 while an invalidation subscription (Redis broadcast, PostgreSQL LISTEN) is live.",
                 &["channel"],
             ),
             invalidation_refused: r.int_counter(
                 "codette_cache_invalidation_messages_refused_total",
-                "Broadcast messages refused as malformed.",
+                "Broadcast messages and change notifications refused as malformed.",
             ),
             invalidation_losses: r.int_counter(
                 "codette_cache_invalidation_subscription_losses_total",
-                "Times the broadcast subscription ended (the memory tier was emptied).",
+                "Times an invalidation subscription ended (the memory tier was emptied).",
             ),
             invalidation_publish_errors: r.int_counter(
                 "codette_cache_invalidation_publish_errors_total",

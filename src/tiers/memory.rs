@@ -16,9 +16,11 @@ use moka::notification::RemovalCause;
 use moka::sync::Cache;
 use serde::{Deserialize, Serialize};
 
-use super::{BuildContext, CacheTier, Found, Health, Size, TierError, TierKind};
+use super::tag_index::TagIndex;
+use super::{BuildContext, CacheTier, Entry, Found, Health, Size, TierError, TierKind};
 use crate::key::Key;
 use crate::metrics::EvictionCause;
+use crate::tags::Tag;
 
 /// Bytes charged per entry beyond key and body: moka's nodes (about nine allocations:
 /// entry, deque and timer-wheel nodes, key Arcs, hash-table slot), our value header and
@@ -73,6 +75,8 @@ struct Value {
     body: Bytes,
     stored_at: Instant,
     keep_for: Duration,
+    /// Its [`TagIndex`] generation.
+    generation: u64,
 }
 
 struct KeepFor;
@@ -99,6 +103,7 @@ pub struct MemoryTier {
     max_bytes: u64,
     /// Bytes held now ([`entry_bytes`] summed): added on put, released on removal.
     held: Arc<AtomicU64>,
+    index: Arc<TagIndex>,
     ttl_ms: AtomicU64,
     retention_ms: AtomicU64,
 }
@@ -110,6 +115,8 @@ impl MemoryTier {
         let metrics = Arc::clone(&ctx.metrics);
         let held = Arc::new(AtomicU64::new(0));
         let released = Arc::clone(&held);
+        let index = Arc::new(TagIndex::default());
+        let unindex = Arc::clone(&index);
         let cache = Cache::builder()
             .max_capacity(config.max_bytes)
             .weigher(move |k: &Arc<str>, v: &Value| {
@@ -118,6 +125,7 @@ impl MemoryTier {
             .expire_after(KeepFor)
             .eviction_listener(move |k: Arc<Arc<str>>, v: Value, cause| {
                 released.fetch_sub(entry_bytes(&k, &v), Ordering::Relaxed);
+                unindex.evicted(&k, v.generation);
                 metrics.eviction(TierKind::Memory, eviction_cause(cause));
             })
             .build();
@@ -125,6 +133,7 @@ impl MemoryTier {
             cache,
             max_bytes: config.max_bytes,
             held,
+            index,
             ttl_ms: AtomicU64::new(millis(ctx.ttl)),
             retention_ms: AtomicU64::new(millis(ctx.stale_retention)),
         }
@@ -167,7 +176,12 @@ impl CacheTier for MemoryTier {
         }))
     }
 
-    async fn put(&self, key: &Key, body: &Bytes) -> Result<(), TierError> {
+    async fn put(&self, key: &Key, body: &Bytes, entry: &Entry<'_>) -> Result<(), TierError> {
+        let key: Arc<str> = Arc::from(key.as_str());
+        // Indexed before the insert: a purge that comes between finds the key.
+        let generation = self
+            .index
+            .insert(&key, entry.indexed.iter().map(Tag::digest).collect());
         let keep_for =
             self.ttl() + Duration::from_millis(self.retention_ms.load(Ordering::Relaxed));
         let value = Value {
@@ -177,17 +191,27 @@ impl CacheTier for MemoryTier {
             body: Bytes::copy_from_slice(body),
             stored_at: Instant::now(),
             keep_for,
+            generation,
         };
         // Counted before the insert, so its removal (even an at-once rejection) comes after.
         self.held
-            .fetch_add(entry_bytes(key.as_str(), &value), Ordering::Relaxed);
-        self.cache.insert(Arc::from(key.as_str()), value);
+            .fetch_add(entry_bytes(&key, &value), Ordering::Relaxed);
+        self.cache.insert(key, value);
         Ok(())
     }
 
     async fn remove(&self, key: &Key) -> Result<(), TierError> {
         self.cache.invalidate(key.as_str());
         Ok(())
+    }
+
+    async fn remove_tags(&self, tags: &[Tag]) -> Result<u64, TierError> {
+        let digests: Vec<u128> = tags.iter().map(Tag::digest).collect();
+        let keys = self.index.take(&digests);
+        for key in &keys {
+            self.cache.invalidate(key);
+        }
+        Ok(keys.len() as u64)
     }
 
     async fn clear(&self) -> Result<u64, TierError> {
@@ -249,7 +273,7 @@ mod tests {
     async fn put_then_get_returns_the_same_bytes() {
         let t = tier(100, 1 << 20, Duration::from_secs(60));
         let body = Bytes::from_static(br#"{"snippets":[],"file":null,"chat_history":[]}"#);
-        t.put(&key(1), &body).await.unwrap();
+        t.put(&key(1), &body, &Entry::PLAIN).await.unwrap();
         let found = t.get(&key(1)).await.unwrap().expect("hit");
         assert_eq!(found.body, body);
         assert!(found.age < found.ttl);
@@ -261,7 +285,9 @@ mod tests {
     async fn entry_bound_is_respected() {
         let t = tier(50, 1 << 20, Duration::from_secs(60));
         for i in 0..500 {
-            t.put(&key(i), &Bytes::from_static(b"{}")).await.unwrap();
+            t.put(&key(i), &Bytes::from_static(b"{}"), &Entry::PLAIN)
+                .await
+                .unwrap();
         }
         let size = t.size();
         assert!(size.entries.unwrap() <= 50, "{size:?}");
@@ -273,7 +299,7 @@ mod tests {
         let t = tier(10_000, 256 * 1024, Duration::from_secs(60));
         let body = Bytes::from(vec![b'x'; 10_000]);
         for i in 0..200 {
-            t.put(&key(i), &body).await.unwrap();
+            t.put(&key(i), &body, &Entry::PLAIN).await.unwrap();
         }
         let size = t.size();
         assert!(size.bytes.unwrap() <= 256 * 1024, "{size:?}");
@@ -286,9 +312,9 @@ mod tests {
         let t = tier(100, 1 << 20, Duration::from_secs(60));
         let body = Bytes::from_static(br#"{"snippets":[]}"#);
         let one = (key(1).as_str().len() + body.len() + ENTRY_OVERHEAD_BYTES) as u64;
-        t.put(&key(1), &body).await.unwrap();
-        t.put(&key(1), &body).await.unwrap();
-        t.put(&key(2), &body).await.unwrap();
+        t.put(&key(1), &body, &Entry::PLAIN).await.unwrap();
+        t.put(&key(1), &body, &Entry::PLAIN).await.unwrap();
+        t.put(&key(2), &body, &Entry::PLAIN).await.unwrap();
         assert_eq!(t.size().bytes, Some(2 * one));
         t.remove(&key(1)).await.unwrap();
         assert_eq!(t.size().bytes, Some(one));
@@ -296,11 +322,42 @@ mod tests {
         assert_eq!(t.size().bytes, Some(0));
     }
 
+    /// A purge by tag removes the entries indexed under it, and only those.
+    #[tokio::test]
+    async fn purges_by_tag_remove_indexed_entries() {
+        let t = tier(100, 1 << 20, Duration::from_secs(60));
+        let body = Bytes::from_static(b"{}");
+        let (a, b) = (Tag::User("a".into()), Tag::User("b".into()));
+        let indexed = |tags| Entry {
+            tags,
+            indexed: tags,
+            watch: None,
+        };
+        t.put(&key(1), &body, &indexed(std::slice::from_ref(&a)))
+            .await
+            .unwrap();
+        t.put(&key(2), &body, &indexed(std::slice::from_ref(&b)))
+            .await
+            .unwrap();
+        t.put(&key(3), &body, &Entry::PLAIN).await.unwrap();
+        assert_eq!(t.remove_tags(std::slice::from_ref(&a)).await.unwrap(), 1);
+        assert!(t.get(&key(1)).await.unwrap().is_none());
+        assert!(t.get(&key(2)).await.unwrap().is_some());
+        assert!(t.get(&key(3)).await.unwrap().is_some());
+        // Replaced without tags: the key is no longer under b.
+        t.put(&key(2), &body, &Entry::PLAIN).await.unwrap();
+        assert_eq!(t.remove_tags(&[b]).await.unwrap(), 0);
+        t.clear().await.unwrap();
+        assert_eq!(t.index.len(), (0, 0));
+    }
+
     /// Entries disappear after TTL plus retention (real time; moka ignores tokio's clock).
     #[tokio::test]
     async fn entries_expire() {
         let t = tier(100, 1 << 20, Duration::from_millis(50));
-        t.put(&key(1), &Bytes::from_static(b"{}")).await.unwrap();
+        t.put(&key(1), &Bytes::from_static(b"{}"), &Entry::PLAIN)
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(120)).await;
         t.sync();
         assert!(t.get(&key(1)).await.unwrap().is_none());

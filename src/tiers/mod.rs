@@ -6,6 +6,8 @@
 
 pub mod memory;
 pub mod redis;
+mod redis_fence;
+mod tag_index;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::key::Key;
 use crate::metrics::Metrics;
 pub use crate::names::TierKind;
+use crate::tags::Tag;
 
 pub use memory::{MemoryConfig, MemoryTier};
 pub use redis::{RedisConfig, RedisTier};
@@ -92,6 +95,34 @@ pub struct Found {
     pub ttl: Duration,
 }
 
+/// What a store carries beside the value (see `chain/fence.rs`, `redis_fence.rs`).
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    /// Everything the answer depends on.
+    pub tags: &'a [Tag],
+    /// The tags a purge must find it under; the others reach it through its key.
+    pub indexed: &'a [Tag],
+    /// What a shared tier noted before the origin was asked ([`CacheTier::watch`]).
+    /// A shared tier stores nothing without one.
+    pub watch: Option<&'a Watch>,
+}
+
+impl Entry<'_> {
+    /// No tags, no watch: what tests and untagged stores use.
+    pub const PLAIN: Entry<'static> = Entry {
+        tags: &[],
+        indexed: &[],
+        watch: None,
+    };
+}
+
+/// A shared tier's record of the purge versions of an entry's key and tags, read
+/// before the origin call; its write succeeds only if none has moved since.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Watch {
+    pub(crate) versions: Vec<i64>,
+}
+
 /// Live state of a tier, as reported by status routes. Reading it never waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
@@ -150,10 +181,26 @@ pub enum TierError {
 pub trait CacheTier: Send + Sync {
     /// Looks a key up. Expired-but-retained entries are returned with `age >= ttl`.
     fn get(&self, key: &Key) -> impl Future<Output = Result<Option<Found>, TierError>> + Send;
+    /// Notes what a later [`CacheTier::put`] of this key must find unchanged. Local
+    /// tiers need nothing (the chain's fence covers them).
+    fn watch(
+        &self,
+        _key: &Key,
+        _tags: &[Tag],
+    ) -> impl Future<Output = Result<Option<Watch>, TierError>> + Send {
+        std::future::ready(Ok(None))
+    }
     /// Stores a value under a key for the tier's TTL.
-    fn put(&self, key: &Key, body: &Bytes) -> impl Future<Output = Result<(), TierError>> + Send;
+    fn put(
+        &self,
+        key: &Key,
+        body: &Bytes,
+        entry: &Entry<'_>,
+    ) -> impl Future<Output = Result<(), TierError>> + Send;
     /// Removes one key.
     fn remove(&self, key: &Key) -> impl Future<Output = Result<(), TierError>> + Send;
+    /// Removes every entry indexed under one of `tags`; returns how many.
+    fn remove_tags(&self, tags: &[Tag]) -> impl Future<Output = Result<u64, TierError>> + Send;
     /// Removes every key this daemon's namespace owns; returns how many were removed.
     fn clear(&self) -> impl Future<Output = Result<u64, TierError>> + Send;
     /// Last known health; never waits on the network.
@@ -197,8 +244,16 @@ impl Tier {
         each_tier!(self, t => t.get(key).await)
     }
 
-    pub async fn put(&self, key: &Key, body: &Bytes) -> Result<(), TierError> {
-        each_tier!(self, t => t.put(key, body).await)
+    pub async fn watch(&self, key: &Key, tags: &[Tag]) -> Result<Option<Watch>, TierError> {
+        each_tier!(self, t => t.watch(key, tags).await)
+    }
+
+    pub async fn put(&self, key: &Key, body: &Bytes, entry: &Entry<'_>) -> Result<(), TierError> {
+        each_tier!(self, t => t.put(key, body, entry).await)
+    }
+
+    pub async fn remove_tags(&self, tags: &[Tag]) -> Result<u64, TierError> {
+        each_tier!(self, t => t.remove_tags(tags).await)
     }
 
     pub async fn remove(&self, key: &Key) -> Result<(), TierError> {

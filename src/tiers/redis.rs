@@ -18,9 +18,11 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use super::{BuildContext, CacheTier, Found, Health, Size, TierError, TierKind};
+use super::redis_fence::{self as fence, VERSION_TTL_MS};
+use super::{BuildContext, CacheTier, Entry, Found, Health, Size, TierError, TierKind, Watch};
 use crate::key::Key;
 use crate::metrics::Metrics;
+use crate::tags::Tag;
 
 const TIER: &str = "redis";
 /// Probe interval while Redis is up: keeps `tier_up` honest with no traffic.
@@ -260,27 +262,86 @@ impl CacheTier for RedisTier {
         Ok(Some(Found { body, age, ttl }))
     }
 
-    async fn put(&self, key: &Key, body: &Bytes) -> Result<(), TierError> {
-        let (k, ttl) = (key.as_str(), self.ttl());
-        self.call(async |c| {
-            redis::cmd("SET")
-                .arg(k)
-                .arg(body.as_ref())
-                .arg("EX")
-                .arg(ttl)
-                .query_async::<()>(c)
-                .await
-        })
-        .await
+    async fn watch(&self, key: &Key, tags: &[Tag]) -> Result<Option<Watch>, TierError> {
+        let names = fence::watched(key, tags);
+        let versions: Vec<Option<i64>> = self
+            .call(async |c| redis::cmd("MGET").arg(&names).query_async(c).await)
+            .await?;
+        Ok(Some(Watch {
+            versions: versions
+                .into_iter()
+                .map(Option::unwrap_or_default)
+                .collect(),
+        }))
+    }
+
+    async fn put(&self, key: &Key, body: &Bytes, entry: &Entry<'_>) -> Result<(), TierError> {
+        // Without a watch no one can say the value is still current for the group.
+        let Some(watch) = entry.watch else {
+            return Ok(());
+        };
+        let names = fence::watched(key, entry.tags);
+        if names.len() != watch.versions.len() {
+            return Ok(());
+        }
+        let mut script = fence::PUT.prepare_invoke();
+        script.key(key.as_str()).key(&names);
+        for tag in entry.indexed {
+            script.key(fence::set_of_tag(tag));
+        }
+        let ttl = self.ttl();
+        script
+            .arg(body.as_ref())
+            .arg(ttl)
+            .arg(names.len())
+            .arg(
+                ttl.saturating_mul(1_000)
+                    .saturating_add(fence::SET_SLACK_MS),
+            )
+            .arg(&watch.versions);
+        let stored: i64 = self.call(async |c| script.invoke_async(c).await).await?;
+        if stored == 0 {
+            tracing::debug!(
+                key = key.as_str(),
+                "redis write refused: purged since its read"
+            );
+        }
+        Ok(())
     }
 
     async fn remove(&self, key: &Key) -> Result<(), TierError> {
-        let k = key.as_str();
-        self.call(async |c| redis::cmd("UNLINK").arg(k).query_async::<()>(c).await)
+        let mut script = fence::REMOVE.prepare_invoke();
+        script
+            .key(fence::version_of_key(key))
+            .key(key.as_str())
+            .arg(VERSION_TTL_MS);
+        self.call(async |c| script.invoke_async::<i64>(c).await)
             .await
+            .map(drop)
+    }
+
+    async fn remove_tags(&self, tags: &[Tag]) -> Result<u64, TierError> {
+        let tags: Vec<&Tag> = tags.iter().filter(|t| **t != Tag::Snippets).collect();
+        if tags.is_empty() {
+            return Ok(0);
+        }
+        let mut script = fence::REMOVE_TAGS.prepare_invoke();
+        for tag in &tags {
+            script.key(fence::version_of_tag(tag));
+        }
+        for tag in &tags {
+            script.key(fence::set_of_tag(tag));
+        }
+        script.arg(VERSION_TTL_MS);
+        self.call(async |c| script.invoke_async(c).await).await
     }
 
     async fn clear(&self) -> Result<u64, TierError> {
+        // Moved first: a write read before this clear is refused from now on.
+        let mut bump = fence::REMOVE.prepare_invoke();
+        bump.key(fence::VERSION_ALL).arg(VERSION_TTL_MS);
+        self.call(async |c| bump.invoke_async::<i64>(c).await)
+            .await?;
         let pattern = format!("{}*", Key::PREFIX);
         let mut cursor: u64 = 0;
         let mut removed = 0;

@@ -7,10 +7,12 @@
 mod admin;
 mod bad_input;
 mod caching;
+mod changes;
 mod client;
 mod coherence;
 #[path = "../common/mod.rs"]
 mod common;
+mod fencing;
 mod lifecycle;
 mod origins;
 mod redis_tier;

@@ -240,7 +240,8 @@ fn redis_password_right_and_wrong() {
             ("unavailable".to_owned(), Some(0.0))
         );
 
-        // An ACL user limited to the context:* keys (AUTH user password).
+        // An ACL user limited to the daemon's keys and channel (AUTH user password):
+        // context:* values, codette-cache:* fences and the invalidation channel.
         let acl = [
             "ACL",
             "SETUSER",
@@ -248,6 +249,8 @@ fn redis_password_right_and_wrong() {
             "on",
             ">user-pass",
             "~context:*",
+            "~codette-cache:*",
+            "&codette-cache:*",
             "+@all",
         ];
         assert_eq!(redis.cmd(&acl), "OK");

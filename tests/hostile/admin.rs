@@ -126,6 +126,53 @@ fn assert_admin_token_enforced(daemon: &mut Daemon, token: &str) {
     assert_eq!(response.status, 200, "{}", response.raw());
     assert_eq!(response.json()["status"], "cleared");
     assert_eq!(hit("compression"), false, "clear left a key");
+    // By keys and by tags: `user:<prompt>` reaches the entry of that prompt.
+    hit("reverb");
+    hit("compression");
+    let keys = format!(r#"{{"keys": ["{}"]}}"#, key_of("compression", None));
+    let response = admin(
+        port,
+        "/codette/cache/invalidate",
+        Some(token),
+        keys.as_bytes(),
+    );
+    assert_eq!(response.status, 200, "{}", response.raw());
+    assert_eq!(response.json()["keys"][0], key_of("compression", None));
+    assert_eq!(hit("compression"), false, "invalidated key still cached");
+    assert_eq!(hit("reverb"), true);
+    let tags = br#"{"tags": ["user:reverb"]}"#;
+    let response = admin(port, "/codette/cache/invalidate", Some(token), tags);
+    assert_eq!(response.status, 200, "{}", response.raw());
+    assert_eq!(response.json()["tags"][0], "user:reverb");
+    assert_eq!(hit("reverb"), false, "purged tag still cached");
+    assert_eq!(
+        hit("compression"),
+        true,
+        "a tag purge removed another entry"
+    );
+    let many = format!(r#"{{"tags": [{}]}}"#, vec![r#""user:x""#; 1_001].join(","));
+    for body in [
+        &br#"{}"#[..],
+        br#"{"tags": []}"#,
+        br#"{"tags": ["group:1"]}"#,
+        br#"{"tags": ["user:"]}"#,
+        br#"{"tags": "user:a"}"#,
+        br#"{"keys": ["session:1"]}"#,
+        br#"{"message": "reverb", "tags": ["snippets"]}"#,
+        br#"{"filename": "a.wav", "keys": []}"#,
+        many.as_bytes(),
+    ] {
+        let response = admin(port, "/codette/cache/invalidate", Some(token), body);
+        assert_error(&response, 400, "invalid_body");
+        assert!(
+            response.json()["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.len() > 10),
+            "{}",
+            response.raw()
+        );
+    }
+    assert_eq!(hit("compression"), true, "a refused body purged something");
     // A header that is not text is a 400, not a pass.
     let mut bad = request(
         "POST",

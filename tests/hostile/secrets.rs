@@ -338,13 +338,23 @@ fn clients_cannot_choose_raw_redis_keys() {
         expected.push(key);
     }
     expected.sort();
+    // The fence's own keys (`codette-cache:…`) name hashes or context keys, never
+    // client text; the values are the md5 keys alone.
     let redis_keys = || {
-        let mut keys: Vec<String> = redis
-            .cmd(&["KEYS", "*"])
-            .lines()
-            .map(str::to_owned)
-            .filter(|k| !k.is_empty())
-            .collect();
+        let mut keys: Vec<String> = Vec::new();
+        for k in redis.cmd(&["KEYS", "*"]).lines().filter(|k| !k.is_empty()) {
+            match k.strip_prefix("codette-cache:") {
+                Some(fence) => {
+                    let hex = |h: &str| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit());
+                    let ok = fence == "v:all"
+                        || fence.strip_prefix("t:").is_some_and(hex)
+                        || fence.strip_prefix("v:t:").is_some_and(hex)
+                        || fence.strip_prefix("v:k:").is_some_and(is_context_key);
+                    assert!(ok, "unexpected fence key {k:?}");
+                }
+                None => keys.push(k.to_owned()),
+            }
+        }
         keys.sort();
         keys
     };

@@ -1,0 +1,114 @@
+//! An answer on its way into the tiers: what it depends on (its tags, from the request
+//! and from the answer itself), which of those a purge must find it by, and the fence
+//! ticket taken before the read it came from. Local tiers are written first and the
+//! fence asked after (an overtaken write is undone); shared tiers write only through
+//! their own watch, and only answers whose every tag was watched.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::fence::{Fence, Ticket};
+use super::tier_io::record;
+use crate::key::Key;
+use crate::metrics::{Metrics, TierOp};
+use crate::origins::ContextRequest;
+use crate::tags::{self, Tag};
+use crate::tiers::{Entry, Tier, Watch};
+
+pub(super) struct Filing {
+    pub key: Key,
+    pub ticket: Ticket,
+    pub tags: Vec<Tag>,
+    /// Tags a purge finds the entry by; the prompt's own `user:` tag is reached through
+    /// the key when there is no filename (see `Chain::purge`).
+    pub indexed: Vec<Tag>,
+    pub digests: Vec<u128>,
+    /// The answer named no tag the request did not (so the shared tiers' watch, taken
+    /// from the request, covers them all).
+    pub predicted: bool,
+}
+
+impl Filing {
+    pub fn new(key: &Key, ticket: Ticket, request: &ContextRequest, answer: Vec<Tag>) -> Self {
+        let filename = request.filename.as_deref().filter(|f| !f.is_empty());
+        let mut tags = tags::for_request(&request.message, filename);
+        let predicted = answer.iter().all(|t| tags.contains(t));
+        for tag in answer {
+            if !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
+        let indexed = tags
+            .iter()
+            .filter(|t| match t {
+                Tag::Snippets => false,
+                Tag::User(id) => filename.is_some() || *id != request.message,
+                Tag::File(_) => true,
+            })
+            .cloned()
+            .collect();
+        Self {
+            key: key.clone(),
+            ticket,
+            digests: tags.iter().map(Tag::digest).collect(),
+            tags,
+            indexed,
+            predicted,
+        }
+    }
+
+    fn entry<'a>(&'a self, watch: Option<&'a Watch>) -> Entry<'a> {
+        Entry {
+            tags: &self.tags,
+            indexed: &self.indexed,
+            watch,
+        }
+    }
+
+    /// Whether no purge has overtaken the read.
+    pub fn clean(&self, fence: &Fence) -> bool {
+        fence.clean(self.ticket, &self.key, &self.digests)
+    }
+}
+
+/// Writes into `tier` (local), then undoes it if a purge overtook the read.
+/// Gives whether it stayed.
+pub(super) async fn file_local(
+    metrics: &Metrics,
+    fence: &Fence,
+    tier: &Tier,
+    filing: &Filing,
+    body: &Bytes,
+) -> bool {
+    let started = Instant::now();
+    let result = tier.put(&filing.key, body, &filing.entry(None)).await;
+    record(metrics, tier.kind(), TierOp::Put, started, &result);
+    if filing.clean(fence) {
+        return true;
+    }
+    let _ = tier.remove(&filing.key).await;
+    tracing::debug!(
+        key = filing.key.as_str(),
+        "not kept: a purge overtook the read"
+    );
+    false
+}
+
+/// Writes into a shared tier under the watch it gave before the origin call.
+pub(super) async fn file_shared(
+    metrics: &Metrics,
+    tier: &Tier,
+    filing: &Filing,
+    watch: &Watch,
+    body: &Bytes,
+) {
+    if !filing.predicted {
+        return;
+    }
+    let started = Instant::now();
+    let result = tier
+        .put(&filing.key, body, &filing.entry(Some(watch)))
+        .await;
+    record(metrics, tier.kind(), TierOp::Put, started, &result);
+}

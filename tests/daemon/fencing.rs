@@ -1,0 +1,117 @@
+//! The Redis tier's fence, through the library against a real redis-server: a write
+//! whose watch was taken before a purge of its key, of one of its tags, or a clear, is
+//! refused, whichever instance purged; unrelated purges refuse nothing; the value stays
+//! the plain JSON the original server reads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use codette_cache::key::Key;
+use codette_cache::metrics::Metrics;
+use codette_cache::tags::Tag;
+use codette_cache::tiers::{BuildContext, Entry, Tier, TierConfig};
+use figment::Figment;
+use figment::providers::{Format, Toml};
+
+use crate::common::{TestRedis, redis_tier};
+use crate::run;
+
+fn tier(redis: &TestRedis) -> Tier {
+    #[derive(serde::Deserialize)]
+    struct Tiers {
+        tiers: Vec<TierConfig>,
+    }
+    let toml = redis_tier(&redis.url(), 1_000, 300);
+    let Tiers { tiers } = Figment::from(Toml::string(&toml))
+        .extract()
+        .expect("tier config");
+    tiers[0]
+        .build(&BuildContext {
+            metrics: Arc::new(Metrics::new()),
+            ttl: Duration::from_secs(300),
+            stale_retention: Duration::ZERO,
+            max_value_bytes: 1 << 20,
+        })
+        .expect("redis tier")
+}
+
+/// What the other instance does between the writer's watch and its write.
+enum Between {
+    Nothing,
+    PurgeTag(Tag),
+    PurgeKey,
+    Clear,
+}
+
+/// Watches, lets `purger` do `between`, writes; gives whether the value is there.
+async fn write(writer: &Tier, purger: &Tier, key: &Key, tags: &[Tag], between: Between) -> bool {
+    let body = Bytes::from_static(br#"{"snippets":[],"file":null,"chat_history":[]}"#);
+    let watch = writer.watch(key, tags).await.unwrap().expect("a watch");
+    match between {
+        Between::Nothing => {}
+        Between::PurgeTag(tag) => drop(purger.remove_tags(&[tag]).await.unwrap()),
+        Between::PurgeKey => purger.remove(key).await.unwrap(),
+        Between::Clear => drop(purger.clear().await.unwrap()),
+    }
+    let entry = Entry {
+        tags,
+        indexed: &tags[2..],
+        watch: Some(&watch),
+    };
+    writer.put(key, &body, &entry).await.unwrap();
+    writer.get(key).await.unwrap().is_some()
+}
+
+#[test]
+fn purges_refuse_writes_watched_before_them() {
+    run(async {
+        let redis = TestRedis::start();
+        // Two instances of the group: one writes, the other purges.
+        let (writer, purger) = (tier(&redis), tier(&redis));
+        let key = Key::derive("what did I ask before", Some("mix.wav"), false);
+        let tags = [
+            Tag::Snippets,
+            Tag::User("what did I ask before".into()),
+            Tag::File("mix.wav".into()),
+            Tag::User("u-1".into()),
+        ];
+        let write = async |between| write(&writer, &purger, &key, &tags, between).await;
+
+        assert!(write(Between::Nothing).await, "an unpurged write is stored");
+        let stored = redis.cmd(&["GET", key.as_str()]);
+        assert!(
+            stored.starts_with(r#"{"snippets":[]"#),
+            "not plain JSON: {stored}"
+        );
+        let unrelated = Between::PurgeTag(Tag::User("someone else".into()));
+        assert!(write(unrelated).await, "an unrelated purge refused it");
+
+        for (purge, what) in [
+            (Between::PurgeTag(Tag::File("mix.wav".into())), "its file"),
+            (Between::PurgeTag(Tag::User("u-1".into())), "its user"),
+            (Between::PurgeKey, "its key"),
+            (Between::Clear, "everything"),
+        ] {
+            assert!(!write(purge).await, "stored after a purge of {what}");
+            assert!(
+                write(Between::Nothing).await,
+                "a watch after the purge stores"
+            );
+        }
+        // A purge by tag finds the entry through its index.
+        assert_eq!(
+            purger
+                .remove_tags(&[Tag::File("mix.wav".into())])
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(writer.get(&key).await.unwrap().is_none());
+
+        // No watch, no write: nothing can vouch for the value.
+        let body = Bytes::from_static(b"{}");
+        writer.put(&key, &body, &Entry::PLAIN).await.unwrap();
+        assert!(writer.get(&key).await.unwrap().is_none());
+    });
+}
