@@ -14,6 +14,22 @@ RATE=${RATE:-200}
 DURATION=${DURATION:-5}
 source scripts/bench-lib.sh
 
+# One daemon's lag percentiles (status JSON) beside the hits it served (load JSON);
+# $3 is the received count's path in "invalidation", dotted.
+report_lag() {
+  python3 - "$@" <<'PY'
+import json, sys
+inv = json.load(open(sys.argv[1]))["invalidation"]
+hits = json.load(open(sys.argv[2]))
+received = inv
+for part in sys.argv[3].split("."):
+    received = received[part]
+lag = inv["lag"]
+print(f"received {received}, lag p50 {lag['p50_ms']} ms, p90 {lag['p90_ms']} ms, p99 {lag['p99_ms']} ms, max {lag['max_ms']} ms; "
+      f"meanwhile {hits['requests']} hits at {hits['throughput_rps']:.0f} req/s")
+PY
+}
+
 RPORT=$(port)
 $SERVER redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" >/dev/null & PIDS+=($!)
 PORTS=()
@@ -51,14 +67,7 @@ wait "${LOADS[@]}"
 sleep 0.5
 for P in "${PORTS[@]:1}"; do
   curl -s "http://127.0.0.1:$P/codette/cache/status" > "$WORK/status$P.json"
-  python3 - "$WORK/status$P.json" "$WORK/hits$P.json" <<'PY'
-import json, sys
-inv = json.load(open(sys.argv[1]))["invalidation"]
-hits = json.load(open(sys.argv[2]))
-lag = inv["lag"]
-print(f"received {inv['received']}, lag p50 {lag['p50_ms']} ms, p90 {lag['p90_ms']} ms, p99 {lag['p99_ms']} ms, max {lag['max_ms']} ms; "
-      f"meanwhile {hits['requests']} hits at {hits['throughput_rps']:.0f} req/s")
-PY
+  report_lag "$WORK/status$P.json" "$WORK/hits$P.json" received
 done
 
 # A PostgreSQL (as the tests run it) with the schema and the triggers.
@@ -111,14 +120,7 @@ PY
 wait "$LOAD"
 sleep 0.5
 curl -s "http://127.0.0.1:$ON/codette/cache/status" > "$WORK/dbstatus.json"
-python3 - "$WORK/dbstatus.json" "$WORK/dbhits.json" <<'PY'
-import json, sys
-inv = json.load(open(sys.argv[1]))["invalidation"]
-hits = json.load(open(sys.argv[2]))
-lag = inv["lag"]
-print(f"received {inv['postgres']['received']}, lag p50 {lag['p50_ms']} ms, p90 {lag['p90_ms']} ms, p99 {lag['p99_ms']} ms, max {lag['max_ms']} ms; "
-      f"meanwhile {hits['requests']} hits at {hits['throughput_rps']:.0f} req/s")
-PY
+report_lag "$WORK/dbstatus.json" "$WORK/dbhits.json" postgres.received
 
 for R in 1 2 3; do
   for P in "$ON" "$OFF"; do

@@ -62,29 +62,20 @@ BEGIN
 END
 $$;
 
-DROP TRIGGER IF EXISTS codette_cache_notify_row ON public.codette;
-DROP TRIGGER IF EXISTS codette_cache_notify_truncate ON public.codette;
-CREATE TRIGGER codette_cache_notify_row
-    AFTER INSERT OR UPDATE OR DELETE ON public.codette
-    FOR EACH ROW EXECUTE FUNCTION public.codette_cache_notify();
-CREATE TRIGGER codette_cache_notify_truncate
-    AFTER TRUNCATE ON public.codette
-    FOR EACH STATEMENT EXECUTE FUNCTION public.codette_cache_notify();
-
-DROP TRIGGER IF EXISTS codette_cache_notify_row ON public.codette_files;
-DROP TRIGGER IF EXISTS codette_cache_notify_truncate ON public.codette_files;
-CREATE TRIGGER codette_cache_notify_row
-    AFTER INSERT OR UPDATE OR DELETE ON public.codette_files
-    FOR EACH ROW EXECUTE FUNCTION public.codette_cache_notify();
-CREATE TRIGGER codette_cache_notify_truncate
-    AFTER TRUNCATE ON public.codette_files
-    FOR EACH STATEMENT EXECUTE FUNCTION public.codette_cache_notify();
-
-DROP TRIGGER IF EXISTS codette_cache_notify_row ON public.chat_history;
-DROP TRIGGER IF EXISTS codette_cache_notify_truncate ON public.chat_history;
-CREATE TRIGGER codette_cache_notify_row
-    AFTER INSERT OR UPDATE OR DELETE ON public.chat_history
-    FOR EACH ROW EXECUTE FUNCTION public.codette_cache_notify();
-CREATE TRIGGER codette_cache_notify_truncate
-    AFTER TRUNCATE ON public.chat_history
-    FOR EACH STATEMENT EXECUTE FUNCTION public.codette_cache_notify();
+-- One row trigger and one TRUNCATE trigger per table, replaced if present.
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['codette', 'codette_files', 'chat_history'] LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS codette_cache_notify_row ON public.%I', t);
+        EXECUTE format('DROP TRIGGER IF EXISTS codette_cache_notify_truncate ON public.%I', t);
+        EXECUTE format('CREATE TRIGGER codette_cache_notify_row '
+                       'AFTER INSERT OR UPDATE OR DELETE ON public.%I '
+                       'FOR EACH ROW EXECUTE FUNCTION public.codette_cache_notify()', t);
+        EXECUTE format('CREATE TRIGGER codette_cache_notify_truncate '
+                       'AFTER TRUNCATE ON public.%I '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION public.codette_cache_notify()', t);
+    END LOOP;
+END
+$$;
