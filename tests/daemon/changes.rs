@@ -35,6 +35,16 @@ fn insert_chat(pg: &TestPostgres, user: &str, content: &str) {
 /// Memory, Redis, PostgreSQL as origin, LISTENing on it.
 fn member(redis: &TestRedis, pg: &TestPostgres) -> Daemon {
     let listen = format!("[invalidation.postgres]\nurl = {}\n\n", toml_str(&pg.url()));
+    member_with(redis, pg, &listen)
+}
+
+/// The same, hearing database changes only through the broadcast of a member that
+/// listens.
+fn broadcast_only_member(redis: &TestRedis, pg: &TestPostgres) -> Daemon {
+    member_with(redis, pg, "")
+}
+
+fn member_with(redis: &TestRedis, pg: &TestPostgres, listen: &str) -> Daemon {
     let origin = postgres_origin(&pg.url(), 2, 2_000);
     Daemon::start(&format!(
         "{}{listen}",
@@ -42,10 +52,13 @@ fn member(redis: &TestRedis, pg: &TestPostgres) -> Daemon {
     ))
 }
 
+/// Waits for the broadcast subscription and, when configured, the LISTEN.
 async fn wait_listening(d: &Daemon) {
     let live = poll(Duration::from_secs(10), async || {
         let invalidation = &d.get_json(STATUS).await.1["invalidation"];
-        (invalidation["subscribed"] == true && invalidation["postgres"]["subscribed"] == true)
+        let postgres = &invalidation["postgres"];
+        (invalidation["subscribed"] == true
+            && (postgres.is_null() || postgres["subscribed"] == true))
             .then_some(())
     });
     assert!(live.await.is_some(), "not listening:\n{}", d.logs());
@@ -92,12 +105,17 @@ fn chat_mentions(context: &Value, content: &str) -> bool {
 
 /// A chat message for user A purges A's answers on every daemon, in memory and Redis,
 /// and leaves B's a hit; a `codette_files` update purges the answers naming that file;
-/// a `codette` insert purges everything (any full-text result may change).
+/// a `codette` insert purges everything (any full-text result may change). The third
+/// daemon does not listen: the listeners' broadcast carries the purges to it.
 #[test]
 fn database_changes_purge_what_depended_on_them() {
     run(async {
         let (pg, redis) = (database(), TestRedis::start());
-        let group: Vec<Daemon> = (0..3).map(|_| member(&redis, &pg)).collect();
+        let group = vec![
+            member(&redis, &pg),
+            member(&redis, &pg),
+            broadcast_only_member(&redis, &pg),
+        ];
         for d in &group {
             wait_listening(d).await;
         }
@@ -143,6 +161,12 @@ fn database_changes_purge_what_depended_on_them() {
 
         let (_, status) = group[1].get_json(STATUS).await;
         assert!(status["invalidation"]["postgres"]["received"].as_u64() >= Some(3));
+        let (_, status) = group[2].get_json(STATUS).await;
+        assert!(status["invalidation"]["postgres"].is_null());
+        assert!(
+            status["invalidation"]["received"].as_u64() >= Some(3),
+            "{status}"
+        );
         let metrics = group[1].get_text("/metrics").await.1;
         assert!(
             metrics.contains(r#"codette_cache_invalidations_total{op="tags",source="database"}"#),
