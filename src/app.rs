@@ -139,6 +139,7 @@ fn policy(config: &Config) -> Policy {
         normalize: config.cache.normalize_queries,
         stale_if_error: Duration::from_secs(config.cache.stale_if_error_secs),
         stale_while_revalidate: Duration::from_secs(config.cache.stale_while_revalidate_secs),
+        refresh_ahead: config.cache.refresh_ahead,
         stale_if_error_wait: Duration::from_millis(config.cache.stale_if_error_wait_ms),
     }
 }

@@ -225,12 +225,14 @@ fn load_mode_counts_match_the_daemon_and_progress_is_plain_lines() {
         .expect("GET /codette/cache/stats");
     assert_eq!(stats["metrics"]["hits"].as_u64(), Some(count("memory")));
     assert_eq!(stats["metrics"]["misses"].as_u64(), Some(count("origin")));
-    // Each key's first answer comes from the origin, and so does every request that
-    // waited on that call (two workers asking one hot key at once).
-    let coalesced = stats["metrics"]["counters"]["coalesced_waits"]
-        .as_u64()
-        .unwrap();
-    assert!(count("origin") <= 20 + coalesced, "{v} {stats}");
+    // Every answer from the origin made a call or waited on one (two workers asking
+    // one hot key at once). About one call per key: a miss whose tier read came just
+    // before a fill, and whose flight lookup just after that flight ended, calls again.
+    let counters = &stats["metrics"]["counters"];
+    let coalesced = counters["coalesced_waits"].as_u64().unwrap();
+    let calls = counters["origin_calls"]["ok"].as_u64().unwrap();
+    assert_eq!(count("origin"), calls + coalesced, "{v} {stats}");
+    assert!((20..=30).contains(&calls), "{v} {stats}");
 
     for bad in [
         &["load", "--url", &url, "--concurrency", "0"][..],

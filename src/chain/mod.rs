@@ -29,10 +29,10 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 
 use crate::key::Key;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Refresh};
 use crate::origins::{Breaker, BreakerSettings, ContextRequest, Origin, OriginError};
 use crate::tiers::{Found, Tier, TierKind};
-use fence::Fence;
+use fence::{Fence, Ticket};
 pub use flight::{FlightResult, Flights, Publisher, Role};
 pub use purge::{Purged, Reach};
 pub use storable::Shape;
@@ -90,6 +90,8 @@ pub struct Policy {
     pub stale_while_revalidate: Duration,
     /// With a stale entry at hand, the longest a request waits on the origin.
     pub stale_if_error_wait: Duration,
+    /// Fraction of an entry's TTL past which a hit refreshes it behind the answer; 0: never.
+    pub refresh_ahead: f64,
 }
 
 /// The chain of tiers in front of one origin.
@@ -175,6 +177,15 @@ impl Chain {
         )
     }
 
+    /// Starts one origin call behind an answer already served (a flight no one waits
+    /// on; joined, not repeated, when one runs). A failure leaves the entry as it was.
+    fn refresh(&self, key: &Key, ticket: Ticket, request: ContextRequest, reason: Refresh) {
+        let (role, _) = self.fly(key, ticket, request);
+        if matches!(role, Role::Leader) {
+            self.metrics.refresh_started(reason);
+        }
+    }
+
     /// Answers one context request.
     ///
     /// # Errors
@@ -199,6 +210,11 @@ impl Chain {
                 if i > 0 {
                     self.backfill(i, &key, &found.body, ticket, &request);
                 }
+                if policy.refresh_ahead > 0.0
+                    && found.age >= found.ttl.mul_f64(policy.refresh_ahead)
+                {
+                    self.refresh(&key, ticket, request, Refresh::Ahead);
+                }
                 return Ok(Answer {
                     key,
                     source: Source::Tier(tier.kind()),
@@ -209,8 +225,7 @@ impl Chain {
             }
             let past = found.age - found.ttl;
             if past < policy.stale_while_revalidate {
-                // Serve now; one refresh behind it (a flight with no one waiting).
-                drop(self.fly(&key, ticket, request));
+                self.refresh(&key, ticket, request, Refresh::Revalidate);
                 return Ok(Answer {
                     key,
                     source: Source::Stale(tier.kind()),

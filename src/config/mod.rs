@@ -139,6 +139,9 @@ pub struct CacheConfig {
     /// With a stale entry at hand, the longest a request waits on the origin before it
     /// is served the stale entry (the call goes on and fills the tiers).
     pub stale_if_error_wait_ms: u64,
+    /// A hit on an entry older than this fraction of its TTL starts one background
+    /// refresh, so a hot key never misses; 0 (the default) turns it off.
+    pub refresh_ahead: f64,
 }
 
 impl Default for CacheConfig {
@@ -149,6 +152,7 @@ impl Default for CacheConfig {
             stale_if_error_secs: 3_600,
             stale_while_revalidate_secs: 0,
             stale_if_error_wait_ms: 200,
+            refresh_ahead: 0.0,
         }
     }
 }
@@ -247,6 +251,12 @@ impl Config {
             problems.push(
                 "server.header_read_timeout_ms and server.max_connections must be > 0".into(),
             );
+        }
+        if !(0.0..1.0).contains(&self.cache.refresh_ahead) {
+            problems.push(format!(
+                "cache.refresh_ahead is {}: use a fraction of the TTL from 0 (off) to below 1, e.g. 0.8",
+                self.cache.refresh_ahead
+            ));
         }
         if self.cache.ttl_secs == 0 {
             problems.push("cache.ttl_secs must be > 0 (remove a tier to stop caching)".into());

@@ -170,6 +170,26 @@ impl InvalidationSource {
     }
 }
 
+/// Why a hit started a background refresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresh {
+    /// A fresh entry past `refresh_ahead` of its TTL.
+    Ahead,
+    /// An expired entry served under `stale_while_revalidate`.
+    Revalidate,
+}
+
+impl Refresh {
+    pub const ALL: [Refresh; 2] = [Refresh::Ahead, Refresh::Revalidate];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refresh::Ahead => "ahead",
+            Refresh::Revalidate => "revalidate",
+        }
+    }
+}
+
 /// The operations an invalidation can carry (`tags::Purge::as_str`).
 pub const INVALIDATION_OPS: [&str; 3] = ["keys", "tags", "clear"];
 

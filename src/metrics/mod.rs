@@ -23,7 +23,7 @@ use prometheus::{
 use collector::{LatencyCollector, Recorders};
 pub use hdr::{Percentiles, empty as empty_histogram};
 pub use labels::{
-    EvictionCause, INVALIDATION_OPS, InvalidationSource, OriginResult, Outcome, TierOp,
+    EvictionCause, INVALIDATION_OPS, InvalidationSource, OriginResult, Outcome, Refresh, TierOp,
     ValueRejection,
 };
 use recorder::Recorder;
@@ -76,6 +76,8 @@ pub struct Metrics {
     invalidation_refused: IntCounter,
     invalidation_losses: IntCounter,
     invalidation_publish_errors: IntCounter,
+    /// By [`Refresh`] as usize.
+    refreshes: Vec<IntCounter>,
 }
 
 impl Default for Metrics {
@@ -203,6 +205,16 @@ impl Metrics {
             .map(|s| transitions.with_label_values(&[s.as_str()]))
             .collect();
 
+        let refreshed = r.counter_vec(
+            "codette_cache_refreshes_total",
+            "Background refreshes started on a hit: ahead (fresh, past refresh_ahead of its TTL) or revalidate (expired, served under stale_while_revalidate).",
+            &["reason"],
+        );
+        let refreshes = Refresh::ALL
+            .iter()
+            .map(|r| refreshed.with_label_values(&[r.as_str()]))
+            .collect();
+
         let invalidated = r.counter_vec(
             "codette_cache_invalidations_total",
             "Invalidations applied here, by where they came from and what they removed.",
@@ -272,6 +284,7 @@ impl Metrics {
                 "codette_cache_invalidation_subscription_losses_total",
                 "Times an invalidation subscription ended (the memory tier was emptied).",
             ),
+            refreshes,
             invalidation_publish_errors: r.int_counter(
                 "codette_cache_invalidation_publish_errors_total",
                 "Invalidations this instance could not publish to the others.",

@@ -6,8 +6,8 @@ use std::time::Duration;
 use prometheus::IntCounter;
 
 use super::{
-    EvictionCause, InvalidationSource, Metrics, OriginResult, Outcome, Percentiles, TierOp,
-    ValueRejection, hdr,
+    EvictionCause, InvalidationSource, Metrics, OriginResult, Outcome, Percentiles, Refresh,
+    TierOp, ValueRejection, hdr,
 };
 use crate::names::TierKind;
 
@@ -49,6 +49,10 @@ impl Metrics {
 
     pub fn origin_count(&self, result: OriginResult) -> u64 {
         self.origin_results[result as usize].get()
+    }
+
+    pub fn refreshes(&self, reason: Refresh) -> u64 {
+        self.refreshes[reason as usize].get()
     }
 
     pub fn coalesced(&self) -> u64 {

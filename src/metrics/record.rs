@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{
-    EvictionCause, INVALIDATION_OPS, InvalidationSource, Metrics, OriginResult, Outcome, TierOp,
-    ValueRejection,
+    EvictionCause, INVALIDATION_OPS, InvalidationSource, Metrics, OriginResult, Outcome, Refresh,
+    TierOp, ValueRejection,
 };
 use crate::names::{BreakerState, TierKind};
 
@@ -91,6 +91,10 @@ impl Metrics {
 
     pub fn invalidation_publish_failed(&self) {
         self.invalidation_publish_errors.inc();
+    }
+
+    pub fn refresh_started(&self, reason: Refresh) {
+        self.refreshes[reason as usize].inc();
     }
 
     pub fn coalesced_waiter(&self) {

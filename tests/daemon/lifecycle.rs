@@ -241,6 +241,16 @@ token = "admin-token-789"
         ("[cache]\nttl_secs = \"soon\"\n", "ttl_secs"),
         ("[cache]\nttl_seconds = 5\n", "ttl_seconds"),
         ("[cache]\nttl_secs = 0\n", "cache.ttl_secs"),
+        ("[cache]\nrefresh_ahead = 1.5\n", "cache.refresh_ahead"),
+        ("[cache]\nrefresh_ahead = -0.1\n", "cache.refresh_ahead"),
+        (
+            "[invalidation.postgres]\nurl = \"nowhere\"\n",
+            "CODETTE_CACHE_INVALIDATION__POSTGRES__URL",
+        ),
+        (
+            "[invalidation.postgres]\nurl = \"postgres://127.0.0.1/db\"\nchannel = \"a;b\"\n",
+            "invalidation.postgres.channel",
+        ),
         (
             "[server]\nmax_message_bytes = 100000\n",
             "server.max_message_bytes",

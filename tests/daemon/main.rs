@@ -13,6 +13,7 @@ mod coherence;
 #[path = "../common/mod.rs"]
 mod common;
 mod fencing;
+mod freshness;
 mod lifecycle;
 mod origins;
 mod redis_tier;
