@@ -108,16 +108,53 @@ pub fn build_state(config: Config, metrics: Arc<Metrics>) -> Result<State, AppEr
         Arc::clone(&metrics),
         policy(&config),
     ));
+    let warming = config.warm.ready_after && config.warm.file.is_some();
     Ok(State {
         chain,
         metrics,
         config: ArcSwap::from_pointee(config),
         started: Instant::now(),
         draining: AtomicBool::new(false),
+        warming: AtomicBool::new(warming),
         instance_id,
         broadcast,
         listener,
     })
+}
+
+/// Warms from `[warm] file` in the background. A missing or unreadable file, or a bad
+/// line, is logged and skipped, never fatal; `/readyz` is released however it ends.
+async fn warm_at_start(state: Arc<State>) {
+    let (warm, limit) = {
+        let config = state.config.load();
+        (config.warm.clone(), config.server.max_message_bytes)
+    };
+    if let Some(path) = &warm.file {
+        match tokio::fs::read_to_string(path).await {
+            Ok(text) => {
+                let mut requests = Vec::new();
+                for parsed in crate::warm::parse(&text, limit) {
+                    match parsed {
+                        Ok(request) => requests.push(request),
+                        Err(e) => tracing::warn!(file = %path.display(), "warm list: {e}; skipped"),
+                    }
+                }
+                let source = format!("from {}", path.display());
+                crate::warm::warm(
+                    &state.chain,
+                    &state.metrics,
+                    requests,
+                    warm.concurrency,
+                    &source,
+                )
+                .await;
+            }
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "warm list not read; starting cold")
+            }
+        }
+    }
+    state.warming.store(false, Ordering::Relaxed);
 }
 
 fn tier_ttl(config: &Config, own: Option<u64>) -> Duration {
@@ -168,6 +205,7 @@ pub async fn run(options: Options) -> Result<(), AppError> {
     if let Some(listener) = &state.listener {
         listener.spawn(Arc::clone(&state.chain), state.broadcast.clone());
     }
+    tokio::spawn(warm_at_start(Arc::clone(&state)));
     let service = http::service(Arc::clone(&state));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(server::accept_until(
@@ -269,6 +307,7 @@ fn reload(state: &State, path: Option<&std::path::Path>, set_log_level: &SetLogL
         ),
         (old.origin != new.origin, "origin"),
         (old.invalidation != new.invalidation, "invalidation"),
+        (old.warm != new.warm, "warm"),
     ]
     .into_iter()
     .filter_map(|(changed, what)| changed.then_some(what))

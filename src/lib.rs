@@ -40,6 +40,7 @@ pub mod shutdown;
 pub mod stats;
 pub mod tags;
 pub mod tiers;
+pub mod warm;
 
 #[cfg(test)]
 mod layout_tests;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use codette_cache::config::Config;
-use codette_cache::{app, bench, shutdown};
+use codette_cache::{app, bench, shutdown, warm};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 
@@ -36,6 +36,8 @@ enum Command {
     CheckConfig,
     /// The performance tester: the original's report, `load`, `load --compare`.
     Bench(Box<bench::BenchArgs>),
+    /// Send a list of requests (JSON lines or plain messages) through a running daemon.
+    Warm(warm::client::WarmArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -49,13 +51,19 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig => check_config(cli.config.as_deref()),
         Command::Serve => report(serve(cli.config, cli.log_format)),
-        Command::Bench(args) => match runtime().and_then(|rt| rt.block_on(bench::run(*args))) {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("codette-cache bench: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Bench(args) => tool("bench", bench::run(*args)),
+        Command::Warm(args) => tool("warm", warm::client::run(args)),
+    }
+}
+
+/// Runs a tool's future; its error is printed with the tool's name.
+fn tool(name: &str, run: impl Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
+    match runtime().and_then(|rt| rt.block_on(run)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("codette-cache {name}: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

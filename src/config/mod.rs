@@ -19,6 +19,7 @@ pub use crate::invalidation::InvalidationConfig;
 pub use crate::origins::OriginConfig;
 pub use crate::secret::{REDACTED, Secret, redact_url};
 pub use crate::tiers::TierConfig;
+pub use crate::warm::WarmConfig;
 
 /// The reference configuration, embedded so a bare `codette-cache` runs on a fresh machine.
 pub const EMBEDDED: &str = include_str!("../../config.toml");
@@ -74,6 +75,9 @@ pub struct Config {
     /// Invalidations across the instances sharing a Redis.
     #[serde(default)]
     pub invalidation: InvalidationConfig,
+    /// Warming at start-up.
+    #[serde(default)]
+    pub warm: WarmConfig,
 }
 
 /// `[server]`: the listener and what one request may cost.
@@ -290,6 +294,7 @@ impl Config {
         }
         problems.extend(self.advice.validate());
         problems.extend(self.invalidation.validate());
+        problems.extend(self.warm.validate());
         if self.invalidation.broadcast == Some(true) && self.redis_url().is_none() {
             problems
                 .push("invalidation.broadcast = true needs a redis tier (its url is used)".into());

@@ -1,14 +1,16 @@
-//! Admin routes: `POST /codette/cache/clear` and `POST /codette/cache/invalidate`
-//! (one context by `{"message", "filename"}`, or `{"keys": [...]}`, or
-//! `{"tags": [...]}`; see `tags.rs`). Both need `Authorization: Bearer <token>` compared in constant time; with no token
-//! configured they are disabled (403), so a default install cannot be wiped by anyone
-//! who can reach it.
+//! Admin routes: `POST /codette/cache/clear`, `POST /codette/cache/invalidate` (one
+//! context by `{"message", "filename"}`, or `{"keys": [...]}`, or `{"tags": [...]}`;
+//! see `tags.rs`) and `POST /codette/cache/warm` (a list, see `warm/mod.rs`). All need
+//! `Authorization: Bearer <token>` compared in constant time; with no token configured
+//! they are disabled (403), so a default install cannot be wiped by anyone who can
+//! reach it.
 
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
+use bytes::BytesMut;
 use serde::Deserialize;
 
 use super::context::validate;
@@ -31,10 +33,17 @@ pub fn routes(state: Shared) -> impl Filter<Extract = (impl Reply,), Error = Rej
     let invalidate = warp::path!("codette" / "cache" / "invalidate")
         .and(warp::post())
         .and(authorised(state.clone()))
-        .and(body::json::<InvalidateBody>(state))
+        .and(body::json::<InvalidateBody>(state.clone()))
         .and_then(invalidate);
 
-    clear.or(invalidate)
+    // POST /codette/cache/warm: JSON lines or plain messages, one request a line.
+    let warm = warp::path!("codette" / "cache" / "warm")
+        .and(warp::post())
+        .and(authorised(state.clone()))
+        .and(body::bytes(state))
+        .and_then(warm);
+
+    clear.or(invalidate).or(warm)
 }
 
 /// Passes the state on when the bearer token matches.
@@ -143,6 +152,48 @@ async fn invalidate(
     let mut reply = json!({"status": "invalidated", "removed": removed, "timestamp": timestamp()});
     reply[named.0] = named.1;
     Ok(json_reply(&reply, StatusCode::OK))
+}
+
+/// Warms every line of the body (all checked first: one bad line refuses the list,
+/// naming its line), `[warm] concurrency` at a time; answers with the counts.
+async fn warm(state: Shared, body: BytesMut) -> Result<warp::reply::Response, Rejection> {
+    let config = state.config.load_full();
+    let text = std::str::from_utf8(&body).map_err(|_| {
+        warp::reject::custom(ApiError::bad_request(
+            "invalid_body",
+            "the warm list must be UTF-8 text: one request a line",
+        ))
+    })?;
+    let requests = crate::warm::parse(text, config.server.max_message_bytes)
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| warp::reject::custom(ApiError::bad_request("invalid_line", e.to_string())))?;
+    if requests.is_empty() {
+        return Err(warp::reject::custom(ApiError::bad_request(
+            "invalid_body",
+            "the warm list is empty: send one request a line, {\"message\", \"filename\"} or a plain message",
+        )));
+    }
+    let n = requests.len();
+    let warmed = crate::warm::warm(
+        &state.chain,
+        &state.metrics,
+        requests,
+        config.warm.concurrency,
+        "by admin call",
+    )
+    .await;
+    Ok(json_reply(
+        &json!({
+            "status": "warmed",
+            "requests": n,
+            "cached": warmed.cached,
+            "fetched": warmed.fetched,
+            "failed": warmed.failed,
+            "timestamp": timestamp(),
+        }),
+        StatusCode::OK,
+    ))
 }
 
 /// 1 to [`MAX_ITEMS`] keys or tags, so one call cannot hold the tiers for long.

@@ -16,6 +16,18 @@ use super::{ApiError, Shared, with_state};
 pub fn json<T: DeserializeOwned + Send + 'static>(
     state: Shared,
 ) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+    bytes(state).and_then(|bytes: BytesMut| async move {
+        serde_json::from_slice(&bytes).map_err(|e| {
+            warp::reject::custom(ApiError::bad_request(
+                "invalid_body",
+                format!("the request body is not valid: {e}"),
+            ))
+        })
+    })
+}
+
+/// Extracts the body as it came, within `server.max_body_bytes`.
+pub fn bytes(state: Shared) -> impl Filter<Extract = (BytesMut,), Error = Rejection> + Clone {
     with_state(state)
         .and(warp::header::optional::<u64>("content-length"))
         .and(warp::body::stream())
@@ -26,22 +38,15 @@ pub fn json<T: DeserializeOwned + Send + 'static>(
                 return Err(warp::reject::custom(too_large(limit)));
             }
             let read = read_limited(stream, limit);
-            let bytes =
-                tokio::time::timeout(Duration::from_millis(server.header_read_timeout_ms), read)
-                    .await
-                    .map_err(|_| {
-                        warp::reject::custom(ApiError::new(
-                            StatusCode::REQUEST_TIMEOUT,
-                            "body_timeout",
-                            "the request body did not arrive in time",
-                        ))
-                    })??;
-            serde_json::from_slice(&bytes).map_err(|e| {
-                warp::reject::custom(ApiError::bad_request(
-                    "invalid_body",
-                    format!("the request body is not valid: {e}"),
-                ))
-            })
+            tokio::time::timeout(Duration::from_millis(server.header_read_timeout_ms), read)
+                .await
+                .map_err(|_| {
+                    warp::reject::custom(ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "body_timeout",
+                        "the request body did not arrive in time",
+                    ))
+                })?
         })
 }
 

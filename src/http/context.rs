@@ -15,7 +15,7 @@ use warp::{Filter, Rejection, Reply};
 use super::{ApiError, Shared, body, clock, with_state};
 use crate::chain::{Answer, Source};
 use crate::metrics::Outcome;
-use crate::origins::ContextRequest;
+use crate::origins::{ContextRequest, RequestError};
 
 /// The chat request body; fields other than these two (`session_id`, `perspective`,
 /// `daw_context`, ...) are accepted and ignored, so the backend can forward it as is.
@@ -85,29 +85,16 @@ fn decode(component: &str) -> Option<Cow<'_, str>> {
 /// Checks the request against the limits: the answer is a client error, never a panic.
 pub fn validate(state: &Shared, message: &str, filename: Option<&str>) -> Result<(), ApiError> {
     let limit = state.config.load().server.max_message_bytes;
-    if message.trim().is_empty() {
-        return Err(ApiError::bad_request(
-            "empty_message",
-            "message must not be empty",
-        ));
-    }
-    if message.len() > limit {
-        return Err(ApiError::too_large(format!(
-            "message is {} bytes; the limit is {limit} (server.max_message_bytes)",
-            message.len()
-        )));
-    }
-    // PostgreSQL text cannot hold NUL, so the origin could never answer it.
-    if message.contains('\0') || filename.is_some_and(|f| f.contains('\0')) {
-        return Err(ApiError::bad_request(
-            "nul_character",
-            "message and filename must not contain NUL characters",
-        ));
-    }
-    if filename.is_some_and(|f| f.len() > 1024) {
-        return Err(ApiError::too_large("filename is over 1024 bytes"));
-    }
-    Ok(())
+    ContextRequest::check(message, filename, limit).map_err(|e| {
+        let text = e.to_string();
+        match e {
+            RequestError::Empty => ApiError::bad_request("empty_message", text),
+            RequestError::Nul => ApiError::bad_request("nul_character", text),
+            RequestError::TooLong { .. } | RequestError::FilenameTooLong => {
+                ApiError::too_large(text)
+            }
+        }
+    })
 }
 
 pub async fn answer(

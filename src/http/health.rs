@@ -51,6 +51,9 @@ async fn readyz(state: Shared) -> warp::reply::Response {
     if state.draining.load(Ordering::Relaxed) {
         reasons.push("shutting down".to_owned());
     }
+    if state.warming.load(Ordering::Relaxed) {
+        reasons.push("warming from [warm] file".to_owned());
+    }
     let origin = state.chain.origin();
     match tokio::time::timeout(READY_CHECK_TIMEOUT, origin.health()).await {
         Ok(Ok(())) => {}

@@ -36,6 +36,8 @@ pub struct State {
     pub started: Instant,
     /// Set when draining: `/readyz` turns 503 so balancers stop sending.
     pub draining: AtomicBool,
+    /// Set while the start-up warming runs and `[warm] ready_after` holds `/readyz`.
+    pub warming: AtomicBool,
     /// This process's random id, in its broadcast messages and in status.
     pub instance_id: String,
     /// The invalidation broadcast, when enabled.

@@ -64,6 +64,7 @@ const ROUTES: &[(&str, Takes)] = &[
     ("/codette/cache/status", Takes::Get),
     ("/codette/cache/clear", Takes::Post),
     ("/codette/cache/invalidate", Takes::Post),
+    ("/codette/cache/warm", Takes::Post),
     ("/healthz", Takes::Get),
     ("/readyz", Takes::Get),
     ("/metrics", Takes::Get),

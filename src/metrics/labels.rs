@@ -170,22 +170,25 @@ impl InvalidationSource {
     }
 }
 
-/// Why a hit started a background refresh.
+/// Why an origin call was made ahead of a user's miss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refresh {
     /// A fresh entry past `refresh_ahead` of its TTL.
     Ahead,
     /// An expired entry served under `stale_while_revalidate`.
     Revalidate,
+    /// A warming list (start-up file or admin route) asked for it.
+    Warm,
 }
 
 impl Refresh {
-    pub const ALL: [Refresh; 2] = [Refresh::Ahead, Refresh::Revalidate];
+    pub const ALL: [Refresh; 3] = [Refresh::Ahead, Refresh::Revalidate, Refresh::Warm];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Refresh::Ahead => "ahead",
             Refresh::Revalidate => "revalidate",
+            Refresh::Warm => "warm",
         }
     }
 }

@@ -207,7 +207,7 @@ impl Metrics {
 
         let refreshed = r.counter_vec(
             "codette_cache_refreshes_total",
-            "Background refreshes started on a hit: ahead (fresh, past refresh_ahead of its TTL) or revalidate (expired, served under stale_while_revalidate).",
+            "Origin calls made ahead of a user's miss: ahead (a hit past refresh_ahead of its TTL), revalidate (an expired entry served under stale_while_revalidate), warm (a warming list).",
             &["reason"],
         );
         let refreshes = Refresh::ALL

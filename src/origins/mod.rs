@@ -27,6 +27,49 @@ pub struct ContextRequest {
     pub filename: Option<String>,
 }
 
+/// Why a request cannot be asked of an origin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("message must not be empty")]
+    Empty,
+    #[error("message is {len} bytes; the limit is {limit} (server.max_message_bytes)")]
+    TooLong { len: usize, limit: usize },
+    #[error("message and filename must not contain NUL characters")]
+    Nul,
+    #[error("filename is over 1024 bytes")]
+    FilenameTooLong,
+}
+
+impl ContextRequest {
+    /// The rules every request meets, from a client or a warming list.
+    ///
+    /// # Errors
+    /// [`RequestError`]: an empty message, one over `max_message_bytes`, a NUL (which
+    /// PostgreSQL text cannot hold, so the origin could never answer), a long filename.
+    pub fn check(
+        message: &str,
+        filename: Option<&str>,
+        max_message_bytes: usize,
+    ) -> Result<(), RequestError> {
+        if message.trim().is_empty() {
+            return Err(RequestError::Empty);
+        }
+        if message.len() > max_message_bytes {
+            return Err(RequestError::TooLong {
+                len: message.len(),
+                limit: max_message_bytes,
+            });
+        }
+        if message.contains('\0') || filename.is_some_and(|f| f.contains('\0')) {
+            return Err(RequestError::Nul);
+        }
+        if filename.is_some_and(|f| f.len() > 1024) {
+            return Err(RequestError::FilenameTooLong);
+        }
+        Ok(())
+    }
+}
+
 /// Why an origin call failed. Messages never carry secrets or the user's message.
 #[derive(Debug, thiserror::Error)]
 pub enum OriginError {

@@ -17,6 +17,7 @@ mod freshness;
 mod lifecycle;
 mod origins;
 mod redis_tier;
+mod warming;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

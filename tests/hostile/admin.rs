@@ -52,7 +52,11 @@ fn assert_read_routes_open(port: u16) {
 fn admin_routes_are_disabled_without_a_token() {
     let mut daemon = Daemon::start(&short_timeout_config());
     let port = daemon.port();
-    for path in ["/codette/cache/clear", "/codette/cache/invalidate"] {
+    for path in [
+        "/codette/cache/clear",
+        "/codette/cache/invalidate",
+        "/codette/cache/warm",
+    ] {
         for bearer in [None, Some(""), Some("anything")] {
             let response = admin(port, path, bearer, br#"{"message": "reverb"}"#);
             let message = assert_error(&response, 403, "admin_disabled");
@@ -66,7 +70,11 @@ fn admin_routes_are_disabled_without_a_token() {
 /// Checks a daemon whose admin token is `token`: 401 for every wrong form, 200 for it.
 fn assert_admin_token_enforced(daemon: &mut Daemon, token: &str) {
     let port = daemon.port();
-    for path in ["/codette/cache/clear", "/codette/cache/invalidate"] {
+    for path in [
+        "/codette/cache/clear",
+        "/codette/cache/invalidate",
+        "/codette/cache/warm",
+    ] {
         let body = br#"{"message": "reverb"}"#;
         let wrong_tokens = [
             "wrong".to_owned(),

@@ -100,6 +100,7 @@ fn method_not_allowed_says_what_is() {
         ("PUT", "/metrics", "GET, HEAD"),
         ("GET", "/codette/cache/clear", "POST"),
         ("HEAD", "/codette/cache/invalidate", "POST"),
+        ("GET", "/codette/cache/warm", "POST"),
         ("DELETE", "/codette/context", "GET, HEAD, POST"),
         ("PATCH", "/codette/context/", "GET, HEAD, POST"),
     ];
