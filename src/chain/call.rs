@@ -37,11 +37,21 @@ impl Chain {
         let fence = Arc::clone(&self.fence);
         let shape = self.shape;
         let flight_key = key.clone();
-        let request_tags = tags::for_request(&request.message, request.filename.as_deref());
-        let digests: Vec<u128> = request_tags.iter().map(Tag::digest).collect();
-        let joinable = |started| self.fence.clean(started, key, &digests);
+        // Tags are worked out only when needed: by a request finding a flight a purge
+        // may have overtaken, and by the leader.
+        let request_tags =
+            |r: &ContextRequest| tags::for_request(&r.message, r.filename.as_deref());
+        let request = Arc::new(request);
+        let asked = Arc::clone(&request);
+        let joinable = |started| {
+            self.fence.quiet_since(started) || {
+                let digests: Vec<u128> = request_tags(&asked).iter().map(Tag::digest).collect();
+                self.fence.clean(started, key, &digests)
+            }
+        };
         self.flights
             .join(key, ticket, joinable, move |tx| async move {
+                let request_tags = request_tags(&request);
                 // Before the origin is asked: what the shared tiers' writes must find unchanged.
                 let mut watches = Vec::new();
                 for tier in tiers.iter().filter(|t| !t.is_local()) {
@@ -57,8 +67,9 @@ impl Chain {
                             let _ = tx.send(Ok(body));
                             return;
                         }
+                        let answer_tags = tags::from_answer(&body);
                         let filing =
-                            Filing::new(&flight_key, ticket, &request, tags::from_answer(&body));
+                            Filing::new(&flight_key, ticket, &request, request_tags, answer_tags);
                         let mut kept = true;
                         for tier in tiers.iter().filter(|t| t.is_local()) {
                             kept &= file_local(&metrics, &fence, tier, &filing, &body).await;

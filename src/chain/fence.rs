@@ -100,7 +100,7 @@ impl Fence {
         let scope = match purge {
             Purge::Clear => Scope::All,
             Purge::Keys { keys } => Scope::Keys(keys.clone()),
-            Purge::Tags { tags } if tags.contains(&Tag::Snippets) => Scope::All,
+            // `snippets` is every answer's tag, so its digest matches every store.
             Purge::Tags { tags } => Scope::Tags(tags.iter().map(Tag::digest).collect()),
         };
         let mut log = self.log.lock();
@@ -115,14 +115,17 @@ impl Fence {
         Running { fence: self, id }
     }
 
+    /// Nothing runs, and no purge began or ended since `ticket`: every store is clean,
+    /// whatever its key and tags (two atomic loads, no lock).
+    pub fn quiet_since(&self, ticket: Ticket) -> bool {
+        // Running before counter: a purge ends by moving the counter, then running.
+        self.running.load(Ordering::SeqCst) == 0 && self.counter.load(Ordering::SeqCst) == ticket.0
+    }
+
     /// Whether a value read after `ticket` under `key`, depending on `tags` (digests),
     /// may stay stored: no matching purge ran at any time since the ticket.
     pub fn clean(&self, ticket: Ticket, key: &Key, tags: &[u128]) -> bool {
-        // Running before counter: a purge ends by moving the counter, then running.
-        if self.running.load(Ordering::SeqCst) == 0
-            && self.counter.load(Ordering::SeqCst) == ticket.0
-        {
-            // Nothing runs, and nothing began or ended since.
+        if self.quiet_since(ticket) {
             return true;
         }
         let log = self.log.lock();

@@ -13,7 +13,7 @@ use super::tier_io::record;
 use crate::key::Key;
 use crate::metrics::{Metrics, TierOp};
 use crate::origins::ContextRequest;
-use crate::tags::{self, Tag};
+use crate::tags::Tag;
 use crate::tiers::{Entry, Tier, Watch};
 
 pub(super) struct Filing {
@@ -30,9 +30,15 @@ pub(super) struct Filing {
 }
 
 impl Filing {
-    pub fn new(key: &Key, ticket: Ticket, request: &ContextRequest, answer: Vec<Tag>) -> Self {
+    /// `tags` are the request's (`tags::for_request`), `answer` the answer's own.
+    pub fn new(
+        key: &Key,
+        ticket: Ticket,
+        request: &ContextRequest,
+        mut tags: Vec<Tag>,
+        answer: Vec<Tag>,
+    ) -> Self {
         let filename = request.filename.as_deref().filter(|f| !f.is_empty());
-        let mut tags = tags::for_request(&request.message, filename);
         let predicted = answer.iter().all(|t| tags.contains(t));
         for tag in answer {
             if !tags.contains(&tag) {

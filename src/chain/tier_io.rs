@@ -59,7 +59,8 @@ impl Chain {
         if !above.iter().any(Tier::is_local) {
             return;
         }
-        let filing = Filing::new(key, ticket, request, tags::from_answer(body));
+        let request_tags = tags::for_request(&request.message, request.filename.as_deref());
+        let filing = Filing::new(key, ticket, request, request_tags, tags::from_answer(body));
         for tier in above.iter().filter(|t| t.is_local()) {
             // In-process puts are synchronous under the hood: no task needed.
             let fut = file_local(&self.metrics, &self.fence, tier, &filing, body);
