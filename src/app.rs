@@ -11,8 +11,8 @@ use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::chain::{Chain, Policy};
-use crate::config::Config;
+use crate::chain::{Bounds, Chain, Policy, TtlRule};
+use crate::config::{CacheConfig, Config};
 use crate::http::{self, State};
 use crate::invalidation::{Broadcast, Listener};
 use crate::key::Key;
@@ -22,6 +22,7 @@ use crate::origins::OriginError;
 use crate::server::{self, Limits};
 use crate::shutdown::Intent;
 use crate::tiers::{BuildContext, TierError};
+use crate::warm::HotSet;
 
 /// Swaps the log filter (given by `main`, which owns the subscriber).
 pub type SetLogLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
@@ -108,7 +109,12 @@ pub fn build_state(config: Config, metrics: Arc<Metrics>) -> Result<State, AppEr
         Arc::clone(&metrics),
         policy(&config),
     ));
-    let warming = config.warm.ready_after && config.warm.file.is_some();
+    let warm = &config.warm;
+    let warming = warm.ready_after && (warm.file.is_some() || warm.hot_set_path.is_some());
+    let hot = warm
+        .hot_set_path
+        .as_ref()
+        .map(|_| Arc::new(HotSet::new(warm.hot_set_size)));
     Ok(State {
         chain,
         metrics,
@@ -119,42 +125,67 @@ pub fn build_state(config: Config, metrics: Arc<Metrics>) -> Result<State, AppEr
         instance_id,
         broadcast,
         listener,
+        hot,
     })
 }
 
-/// Warms from `[warm] file` in the background. A missing or unreadable file, or a bad
-/// line, is logged and skipped, never fatal; `/readyz` is released however it ends.
+/// Warms from the hot set kept by the last run (hottest first), then `[warm] file`, in
+/// the background. A missing, unreadable or corrupt list, or a bad line, is logged and
+/// skipped, never fatal; `/readyz` is released however it ends.
 async fn warm_at_start(state: Arc<State>) {
     let (warm, limit) = {
         let config = state.config.load();
         (config.warm.clone(), config.server.max_message_bytes)
     };
-    if let Some(path) = &warm.file {
-        match tokio::fs::read_to_string(path).await {
-            Ok(text) => {
-                let mut requests = Vec::new();
-                for parsed in crate::warm::parse(&text, limit) {
-                    match parsed {
-                        Ok(request) => requests.push(request),
-                        Err(e) => tracing::warn!(file = %path.display(), "warm list: {e}; skipped"),
-                    }
-                }
-                let source = format!("from {}", path.display());
-                crate::warm::warm(
-                    &state.chain,
-                    &state.metrics,
-                    requests,
-                    warm.concurrency,
-                    &source,
-                )
-                .await;
-            }
-            Err(e) => {
-                tracing::warn!(file = %path.display(), error = %e, "warm list not read; starting cold")
-            }
+    let mut requests = Vec::new();
+    if let (Some(path), Some(hot)) = (&warm.hot_set_path, &state.hot) {
+        let kept = crate::warm::read_list(path, limit, "hot set").await;
+        // Counted once each, so a restart before new traffic keeps the set.
+        for request in &kept {
+            hot.saw(request);
         }
+        requests.extend(kept);
+    }
+    if let Some(path) = &warm.file {
+        requests.extend(crate::warm::read_list(path, limit, "warm list").await);
+    }
+    if !requests.is_empty() {
+        let sources = [warm.hot_set_path.as_ref(), warm.file.as_ref()];
+        let names: Vec<String> = sources
+            .iter()
+            .flatten()
+            .map(|p| p.display().to_string())
+            .collect();
+        let source = format!("from {}", names.join(" and "));
+        crate::warm::warm(
+            &state.chain,
+            &state.metrics,
+            requests,
+            warm.concurrency,
+            &source,
+        )
+        .await;
     }
     state.warming.store(false, Ordering::Relaxed);
+}
+
+/// Writes the hot set every `hot_set_interval_secs`, then halves its counts.
+fn spawn_hot_set_writer(state: &Arc<State>) {
+    let (Some(hot), Some(path)) = (
+        state.hot.clone(),
+        state.config.load().warm.hot_set_path.clone(),
+    ) else {
+        return;
+    };
+    let every = state.config.load().warm.hot_set_interval();
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            ticks.tick().await;
+            crate::warm::persist(&hot, &path).await;
+            hot.age();
+        }
+    });
 }
 
 fn tier_ttl(config: &Config, own: Option<u64>) -> Duration {
@@ -178,6 +209,19 @@ fn policy(config: &Config) -> Policy {
         stale_while_revalidate: Duration::from_secs(config.cache.stale_while_revalidate_secs),
         refresh_ahead: config.cache.refresh_ahead,
         stale_if_error_wait: Duration::from_millis(config.cache.stale_if_error_wait_ms),
+        ttl: ttl_rule(&config.cache),
+    }
+}
+
+fn ttl_rule(cache: &CacheConfig) -> TtlRule {
+    let a = &cache.adaptive_ttl;
+    TtlRule {
+        base: Duration::from_secs(cache.ttl_secs),
+        negative: Duration::from_secs(cache.negative_ttl_secs),
+        adaptive: a.enabled.then(|| Bounds {
+            min: Duration::from_secs(a.min_secs),
+            max: Duration::from_secs(a.max_secs),
+        }),
     }
 }
 
@@ -206,6 +250,7 @@ pub async fn run(options: Options) -> Result<(), AppError> {
         listener.spawn(Arc::clone(&state.chain), state.broadcast.clone());
     }
     tokio::spawn(warm_at_start(Arc::clone(&state)));
+    spawn_hot_set_writer(&state);
     let service = http::service(Arc::clone(&state));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(server::accept_until(
@@ -260,6 +305,9 @@ pub async fn run(options: Options) -> Result<(), AppError> {
         Some(Intent::Shutdown | Intent::Quit) = intents.recv() => {
             tracing::warn!("second stop signal: exiting now");
         }
+    }
+    if let (Some(hot), Some(path)) = (&state.hot, &state.config.load().warm.hot_set_path) {
+        crate::warm::persist(hot, path).await;
     }
     Ok(())
 }

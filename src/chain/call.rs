@@ -4,7 +4,7 @@
 //! remote tiers after, each fenced against purges (`filing.rs`, `fence.rs`).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::future::{BoxFuture, Shared};
@@ -12,6 +12,7 @@ use futures_util::future::{BoxFuture, Shared};
 use super::fence::Ticket;
 use super::filing::{Filing, file_local, file_shared};
 use super::storable::{self, Shape, Verdict};
+use super::ttl::{Keep, Previous};
 use super::{Chain, FlightResult, Role};
 use crate::key::Key;
 use crate::metrics::{Metrics, OriginResult};
@@ -29,7 +30,9 @@ impl Chain {
         key: &Key,
         ticket: Ticket,
         request: ContextRequest,
+        replaces: Option<Previous>,
     ) -> (Role, Waiting) {
+        let rule = self.policy.load().ttl;
         let origin = Arc::clone(&self.origin);
         let breaker = Arc::clone(&self.breaker);
         let tiers = Arc::clone(&self.tiers);
@@ -60,16 +63,30 @@ impl Chain {
                     }
                 }
                 match call(&origin, &breaker, &metrics, shape, &request).await {
-                    Ok((body, cacheable)) => {
-                        if !cacheable {
-                            // Not stored, so not shared with requests that come after it.
-                            tx.release();
-                            let _ = tx.send(Ok(body));
-                            return;
+                    Ok((body, verdict)) => {
+                        let (keep, changed) = rule.keep(verdict, &body, replaces.as_ref());
+                        let ttl = match keep {
+                            Keep::No => {
+                                // Not stored, so not shared with requests that come after it.
+                                tx.release();
+                                let _ = tx.send(Ok(body));
+                                return;
+                            }
+                            Keep::TierTtl => None,
+                            Keep::For(ttl) => Some(ttl),
+                            Keep::Negative(ttl) => {
+                                metrics.negative_stored();
+                                Some(ttl)
+                            }
+                        };
+                        metrics.ttl_assigned(ttl.unwrap_or(rule.base));
+                        if let Some(changed) = changed {
+                            metrics.answer_compared(changed);
                         }
                         let answer_tags = tags::from_answer(&body);
                         let filing =
-                            Filing::new(&flight_key, ticket, &request, request_tags, answer_tags);
+                            Filing::new(&flight_key, ticket, &request, request_tags, answer_tags)
+                                .aged(ttl, Duration::ZERO);
                         let mut kept = true;
                         for tier in tiers.iter().filter(|t| t.is_local()) {
                             kept &= file_local(&metrics, &fence, tier, &filing, &body).await;
@@ -96,14 +113,14 @@ impl Chain {
 
 /// One origin call under the breaker: refused at once while it is open; in half-open,
 /// this call is the probe (preceded by the origin's health check when it has one).
-/// Gives the answer and whether it may be stored.
+/// Gives the answer and how it was judged.
 async fn call(
     origin: &Origin,
     breaker: &Breaker,
     metrics: &Metrics,
     shape: Shape,
     request: &ContextRequest,
-) -> Result<(Bytes, bool), OriginError> {
+) -> Result<(Bytes, Verdict), OriginError> {
     let (admit, moved) = breaker.admit();
     if let Some(state) = moved {
         metrics.breaker_moved(state);
@@ -136,7 +153,7 @@ async fn call(
             Verdict::Invalid => Err(OriginError::Malformed(
                 "the answer is not UTF-8 JSON".into(),
             )),
-            verdict => Ok((body, verdict == Verdict::Store)),
+            verdict => Ok((body, verdict)),
         });
     let label = match &result {
         Ok(_) => OriginResult::Ok,

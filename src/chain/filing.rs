@@ -4,7 +4,7 @@
 //! fence asked after (an overtaken write is undone); shared tiers write only through
 //! their own watch, and only answers whose every tag was watched.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -27,6 +27,10 @@ pub(super) struct Filing {
     /// The answer named no tag the request did not (so the shared tiers' watch, taken
     /// from the request, covers them all).
     pub predicted: bool,
+    /// Its own TTL (`ttl.rs`); each tier's when `None`.
+    pub ttl: Option<Duration>,
+    /// How old it already is (a back-filled hit).
+    pub age: Duration,
 }
 
 impl Filing {
@@ -61,7 +65,14 @@ impl Filing {
             tags,
             indexed,
             predicted,
+            ttl: None,
+            age: Duration::ZERO,
         }
+    }
+
+    /// The same, kept for `ttl` and already `age` old.
+    pub fn aged(self, ttl: Option<Duration>, age: Duration) -> Self {
+        Self { ttl, age, ..self }
     }
 
     fn entry<'a>(&'a self, watch: Option<&'a Watch>) -> Entry<'a> {
@@ -69,6 +80,8 @@ impl Filing {
             tags: &self.tags,
             indexed: &self.indexed,
             watch,
+            ttl: self.ttl,
+            age: self.age,
         }
     }
 

@@ -17,6 +17,7 @@ mod flight;
 mod purge;
 pub mod storable;
 mod tier_io;
+mod ttl;
 mod variants;
 
 #[cfg(test)]
@@ -36,6 +37,8 @@ use fence::{Fence, Ticket};
 pub use flight::{FlightResult, Flights, Publisher, Role};
 pub use purge::{Purged, Reach};
 pub use storable::Shape;
+use ttl::Previous;
+pub use ttl::{Bounds, Keep, TtlRule};
 pub use variants::Variants;
 
 /// Where an answer came from.
@@ -73,6 +76,8 @@ pub struct Answer {
     pub age: Duration,
     /// This request waited on another request's origin call.
     pub coalesced: bool,
+    /// A negative entry: an empty answer stored under `negative_ttl_secs`.
+    pub negative: bool,
 }
 
 /// A failed look-up: the origin failed and nothing stale could stand in.
@@ -92,6 +97,8 @@ pub struct Policy {
     pub stale_if_error_wait: Duration,
     /// Fraction of an entry's TTL past which a hit refreshes it behind the answer; 0: never.
     pub refresh_ahead: f64,
+    /// Negative entries and adaptive TTLs (`ttl.rs`).
+    pub ttl: TtlRule,
 }
 
 /// The chain of tiers in front of one origin.
@@ -179,8 +186,15 @@ impl Chain {
 
     /// Starts one origin call behind an answer already served (a flight no one waits
     /// on; joined, not repeated, when one runs). A failure leaves the entry as it was.
-    fn refresh(&self, key: &Key, ticket: Ticket, request: ContextRequest, reason: Refresh) {
-        let (role, _) = self.fly(key, ticket, request);
+    fn refresh(
+        &self,
+        key: &Key,
+        ticket: Ticket,
+        request: ContextRequest,
+        replaces: &Found,
+        reason: Refresh,
+    ) {
+        let (role, _) = self.fly(key, ticket, request, Some(previous(replaces)));
         if matches!(role, Role::Leader) {
             self.metrics.refresh_started(reason);
         }
@@ -208,31 +222,19 @@ impl Chain {
             };
             if found.age < found.ttl {
                 if i > 0 {
-                    self.backfill(i, &key, &found.body, ticket, &request);
+                    self.backfill(i, &key, &found, ticket, &request);
                 }
                 if policy.refresh_ahead > 0.0
                     && found.age >= found.ttl.mul_f64(policy.refresh_ahead)
                 {
-                    self.refresh(&key, ticket, request, Refresh::Ahead);
+                    self.refresh(&key, ticket, request, &found, Refresh::Ahead);
                 }
-                return Ok(Answer {
-                    key,
-                    source: Source::Tier(tier.kind()),
-                    age: found.age,
-                    body: found.body,
-                    coalesced: false,
-                });
+                return Ok(self.answer(key, Source::Tier(tier.kind()), found, &policy));
             }
             let past = found.age - found.ttl;
             if past < policy.stale_while_revalidate {
-                self.refresh(&key, ticket, request, Refresh::Revalidate);
-                return Ok(Answer {
-                    key,
-                    source: Source::Stale(tier.kind()),
-                    age: found.age,
-                    body: found.body,
-                    coalesced: false,
-                });
+                self.refresh(&key, ticket, request, &found, Refresh::Revalidate);
+                return Ok(self.answer(key, Source::Stale(tier.kind()), found, &policy));
             }
             if past < policy.stale_if_error && stale.is_none() {
                 stale = Some((tier.kind(), found));
@@ -242,7 +244,8 @@ impl Chain {
         if !policy.normalize {
             self.variants.observe(&request.message);
         }
-        let (role, waiting) = self.fly(&key, ticket, request);
+        let replaces = stale.as_ref().map(|(_, found)| previous(found));
+        let (role, waiting) = self.fly(&key, ticket, request, replaces);
         let coalesced = matches!(role, Role::Waiter);
         if coalesced {
             self.metrics.coalesced_waiter();
@@ -258,6 +261,7 @@ impl Chain {
         };
         match result {
             Ok(body) => Ok(Answer {
+                negative: self.is_negative(&body, &policy),
                 key,
                 body,
                 source: Source::Origin,
@@ -267,16 +271,41 @@ impl Chain {
             Err(error) => match stale {
                 Some((kind, found)) => {
                     tracing::debug!(key = key.as_str(), %error, "origin failed; serving stale");
-                    Ok(Answer {
-                        key,
-                        source: Source::Stale(kind),
-                        age: found.age,
-                        body: found.body,
-                        coalesced,
-                    })
+                    let mut answer = self.answer(key, Source::Stale(kind), found, &policy);
+                    answer.coalesced = coalesced;
+                    Ok(answer)
                 }
                 None => Err(Failure { key, error }),
             },
         }
+    }
+
+    /// An empty answer while negative entries are on (so stored, or from, one).
+    fn is_negative(&self, body: &[u8], policy: &Policy) -> bool {
+        !policy.ttl.negative.is_zero() && storable::is_empty_answer(body, self.shape)
+    }
+
+    /// An answer from an entry.
+    fn answer(&self, key: Key, source: Source, found: Found, policy: &Policy) -> Answer {
+        let negative = self.is_negative(&found.body, policy);
+        if negative {
+            self.metrics.negative_served();
+        }
+        Answer {
+            key,
+            source,
+            age: found.age,
+            body: found.body,
+            coalesced: false,
+            negative,
+        }
+    }
+}
+
+/// What a refresh replaces, for the adaptive TTL's comparison.
+fn previous(found: &Found) -> Previous {
+    Previous {
+        body: found.body.clone(),
+        ttl: found.ttl,
     }
 }

@@ -1,7 +1,8 @@
 //! What may be stored, and so what a shared tier may serve: one rule for both sides.
 //! Another writer (the original server, `redis-cli`, a bug) can put anything under our
 //! keys, and a hit's bytes go into the response verbatim, so a value read from a remote
-//! tier is served only if the daemon itself would have stored it: UTF-8 JSON, not empty,
+//! tier is served only if the daemon itself would have stored it: UTF-8 JSON, not empty
+//! (unless negative entries are on, `ttl.rs`),
 //! and for the original function an object with the answer's shape (`snippets` array,
 //! `file` object or null, `chat_history` array; other members are kept as they are).
 //! The memory tier holds only what passed this check, so its hits are not re-checked.
@@ -23,8 +24,14 @@ pub enum Shape {
 pub enum Verdict {
     /// Well-formed and worth keeping.
     Store,
-    /// JSON, but `null`, `{}` or (for the original function) not of the answer's shape:
-    /// an origin answer is served but not stored; a tier's value is a miss.
+    /// The original function's answer with all three parts empty. The original stored
+    /// it like any other; with `negative_ttl_secs` it is a negative entry.
+    Blank,
+    /// `null` or `{}`: never stored (the original's rule) unless `negative_ttl_secs` is
+    /// set, then stored as a negative entry.
+    Empty,
+    /// JSON, but (for the original function) not of the answer's shape: an origin
+    /// answer is served but not stored; a tier's value is a miss.
     Keep,
     /// Not UTF-8 JSON: an origin answer is an error; a tier's value is a miss.
     Invalid,
@@ -39,14 +46,19 @@ pub fn judge(body: &[u8], shape: Shape) -> Verdict {
     };
     match shape {
         Shape::Context => match serde_json::from_str::<Option<ContextShape>>(text) {
+            Ok(Some(c)) if c.is_blank() => Verdict::Blank,
             Ok(Some(_)) => Verdict::Store,
-            Ok(None) => Verdict::Keep,
-            Err(e) if e.is_data() => Verdict::Keep,
+            Ok(None) => Verdict::Empty,
+            // `{}` lacks the members: told apart from other misshapen objects here only.
+            Err(e) if e.is_data() => match serde_json::from_str::<NotEmpty>(text) {
+                Ok(NotEmpty(false)) => Verdict::Empty,
+                _ => Verdict::Keep,
+            },
             Err(_) => Verdict::Invalid,
         },
         Shape::Any => match serde_json::from_str::<Option<NotEmpty>>(text) {
             Ok(Some(NotEmpty(true))) => Verdict::Store,
-            Ok(_) => Verdict::Keep,
+            Ok(_) => Verdict::Empty,
             Err(_) => Verdict::Invalid,
         },
     }
@@ -54,11 +66,22 @@ pub fn judge(body: &[u8], shape: Shape) -> Verdict {
 
 /// The original function's answer, checked member by member and kept nowhere.
 #[derive(Deserialize)]
-#[allow(dead_code)] // fields are read by the deserializer only
 struct ContextShape {
     snippets: Vec<IgnoredAny>,
     file: Option<AnyObject>,
     chat_history: Vec<IgnoredAny>,
+}
+
+impl ContextShape {
+    fn is_blank(&self) -> bool {
+        self.snippets.is_empty() && self.file.is_none() && self.chat_history.is_empty()
+    }
+}
+
+/// Whether a served body is a negative entry: an empty answer. Bodies longer than any
+/// empty answer (whitespace aside) are not parsed, so hits pay nothing for the check.
+pub fn is_empty_answer(body: &[u8], shape: Shape) -> bool {
+    body.len() <= 128 && matches!(judge(body, shape), Verdict::Empty | Verdict::Blank)
 }
 
 /// A JSON object, skipped.
@@ -134,8 +157,10 @@ mod tests {
         let context = |b: &[u8]| judge(b, Shape::Context);
         assert_eq!(
             context(br#"{"snippets":[],"file":null,"chat_history":[]}"#),
-            Store
+            Blank
         );
+        assert_eq!(context(b"null"), Empty);
+        assert_eq!(context(b" { } "), Empty);
         assert_eq!(
             context(
                 br#" {"snippets": [{"a":1}], "file": {"id":"x"}, "chat_history": [], "x": 2} "#
@@ -143,9 +168,7 @@ mod tests {
             Store
         );
         for keep in [
-            &b"null"[..],
-            b"{}",
-            b"42",
+            &b"42"[..],
             b"[1,2,3]",
             b"\"text\"",
             br#"{"snippets":{},"file":null,"chat_history":[]}"#,
@@ -166,8 +189,16 @@ mod tests {
         assert_eq!(any(b"[1,2,3]"), Store);
         assert_eq!(any(b"42"), Store);
         assert_eq!(any(br#"{"a":null}"#), Store);
-        assert_eq!(any(b"null"), Keep);
-        assert_eq!(any(b" { } "), Keep);
+        assert_eq!(any(b"null"), Empty);
+        assert_eq!(any(b" { } "), Empty);
+        assert!(is_empty_answer(
+            br#"{"snippets": [], "file": null, "chat_history": []}"#,
+            Shape::Context
+        ));
+        assert!(!is_empty_answer(
+            br#"{"snippets":[1],"file":null,"chat_history":[]}"#,
+            Shape::Context
+        ));
         assert_eq!(any(b"\"\xff\""), Invalid);
         assert_eq!(any(b"<html>"), Invalid);
     }

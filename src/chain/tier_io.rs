@@ -4,8 +4,6 @@
 
 use std::time::Instant;
 
-use bytes::Bytes;
-
 use super::Chain;
 use super::fence::Ticket;
 use super::filing::{Filing, file_local};
@@ -27,8 +25,12 @@ impl Chain {
         let found = result.ok().flatten()?;
         if !tier.is_local() {
             let why = match storable::judge(&found.body, self.shape) {
-                Verdict::Store => return Some(found),
-                Verdict::Keep => ValueRejection::NotStorable,
+                Verdict::Store | Verdict::Blank => return Some(found),
+                // Another instance's negative entry, if this one would store it too.
+                Verdict::Empty if !self.policy.load().ttl.negative.is_zero() => {
+                    return Some(found);
+                }
+                Verdict::Empty | Verdict::Keep => ValueRejection::NotStorable,
                 Verdict::Invalid => ValueRejection::Invalid,
             };
             self.metrics.value_rejected(tier.kind(), why);
@@ -51,7 +53,7 @@ impl Chain {
         &self,
         hit_index: usize,
         key: &Key,
-        body: &Bytes,
+        found: &Found,
         ticket: Ticket,
         request: &ContextRequest,
     ) {
@@ -60,10 +62,13 @@ impl Chain {
             return;
         }
         let request_tags = tags::for_request(&request.message, request.filename.as_deref());
-        let filing = Filing::new(key, ticket, request, request_tags, tags::from_answer(body));
+        let answer_tags = tags::from_answer(&found.body);
+        // As old as it is below, and no fresher: the copy expires with the original.
+        let filing = Filing::new(key, ticket, request, request_tags, answer_tags)
+            .aged(Some(found.ttl), found.age);
         for tier in above.iter().filter(|t| t.is_local()) {
             // In-process puts are synchronous under the hood: no task needed.
-            let fut = file_local(&self.metrics, &self.fence, tier, &filing, body);
+            let fut = file_local(&self.metrics, &self.fence, tier, &filing, &found.body);
             futures_util::FutureExt::now_or_never(fut);
         }
     }

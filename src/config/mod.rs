@@ -5,6 +5,7 @@
 //! `REDIS_DB`, `VITE_SUPABASE_URL`, `VITE_SUPABASE_ANON_KEY`, `SUPABASE_SERVICE_ROLE_KEY`)
 //! fill the matching fields unless a `CODETTE_CACHE_*` variable sets them.
 
+mod cache;
 mod legacy;
 
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ pub use crate::origins::OriginConfig;
 pub use crate::secret::{REDACTED, Secret, redact_url};
 pub use crate::tiers::TierConfig;
 pub use crate::warm::WarmConfig;
+pub use cache::{AdaptiveTtlConfig, CacheConfig};
 
 /// The reference configuration, embedded so a bare `codette-cache` runs on a fresh machine.
 pub const EMBEDDED: &str = include_str!("../../config.toml");
@@ -127,40 +129,6 @@ impl Default for LogConfig {
     }
 }
 
-/// `[cache]`: what every tier shares.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CacheConfig {
-    /// How long an answer is fresh, unless a tier sets its own `ttl_secs`.
-    pub ttl_secs: u64,
-    /// Trim, collapse inner whitespace and lowercase messages before keying.
-    /// Off by default so keys equal the original server's.
-    pub normalize_queries: bool,
-    /// After expiry, how long the memory tier keeps an answer to serve if the origin fails.
-    pub stale_if_error_secs: u64,
-    /// After expiry, how long an answer is served at once while one refresh runs behind it.
-    pub stale_while_revalidate_secs: u64,
-    /// With a stale entry at hand, the longest a request waits on the origin before it
-    /// is served the stale entry (the call goes on and fills the tiers).
-    pub stale_if_error_wait_ms: u64,
-    /// A hit on an entry older than this fraction of its TTL starts one background
-    /// refresh, so a hot key never misses; 0 (the default) turns it off.
-    pub refresh_ahead: f64,
-}
-
-impl Default for CacheConfig {
-    fn default() -> Self {
-        Self {
-            ttl_secs: 300,
-            normalize_queries: false,
-            stale_if_error_secs: 3_600,
-            stale_while_revalidate_secs: 0,
-            stale_if_error_wait_ms: 200,
-            refresh_ahead: 0.0,
-        }
-    }
-}
-
 /// `[admin]`: the bearer token that admin routes require.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -256,15 +224,7 @@ impl Config {
                 "server.header_read_timeout_ms and server.max_connections must be > 0".into(),
             );
         }
-        if !(0.0..1.0).contains(&self.cache.refresh_ahead) {
-            problems.push(format!(
-                "cache.refresh_ahead is {}: use a fraction of the TTL from 0 (off) to below 1, e.g. 0.8",
-                self.cache.refresh_ahead
-            ));
-        }
-        if self.cache.ttl_secs == 0 {
-            problems.push("cache.ttl_secs must be > 0 (remove a tier to stop caching)".into());
-        }
+        problems.extend(self.cache.validate());
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             problems.push(format!("log.level: {:?}: {e}", self.log.level));
         }

@@ -88,6 +88,7 @@ fn reference_config_mentions_every_option() {
                 l.starts_with(&format!("{name} ="))
                     || l.starts_with(&format!("[{name}]"))
                     || l.starts_with(&format!("[[{name}]]"))
+                    || (l.starts_with('[') && l.ends_with(&format!(".{name}]")))
             })
         })
         .collect();

@@ -108,6 +108,9 @@ pub async fn answer(
         return Ok(e.reply());
     }
     let request = ContextRequest { message, filename };
+    if let Some(hot) = &state.hot {
+        hot.saw(&request);
+    }
     match state.chain.lookup(request).await {
         Ok(answer) => {
             let response = render(&answer);
@@ -147,6 +150,10 @@ fn render(answer: &Answer) -> warp::reply::Response {
     out.extend_from_slice(answer.key.as_str().as_bytes());
     out.extend_from_slice(b"\",\"age_seconds\":");
     write_centis(&mut out, answer.age);
+    if answer.negative {
+        // Only then: other answers stay byte for byte what they were.
+        out.extend_from_slice(b",\"negative\":true");
+    }
     out.extend_from_slice(b"},\"timestamp\":\"");
     clock::write_now(&mut out);
     out.extend_from_slice(b"\"}");

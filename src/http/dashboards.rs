@@ -212,6 +212,7 @@ fn dashboard(state: &Shared, s: &Snapshot) -> Value {
                 "memory_entries": memory.entries.unwrap_or(0),
                 "estimated_memory_usage_mb": mib(memory.bytes),
                 "ttl_seconds": s.ttl_secs,
+                "ttl_distribution": ttl_distribution(state),
                 "uptime_seconds": s.uptime.as_secs(),
                 "origin": s.origin_kind,
             },
@@ -219,6 +220,25 @@ fn dashboard(state: &Shared, s: &Snapshot) -> Value {
             "advice": advice,
         },
         "timestamp": timestamp(),
+    })
+}
+
+/// TTLs given to origin answers (adaptive or not) and what the refreshes found.
+fn ttl_distribution(state: &Shared) -> Value {
+    let t = state.metrics.ttl_summary();
+    let cache = &state.config.load().cache;
+    json!({
+        "adaptive": cache.adaptive_ttl.enabled,
+        "answers_stored": t.stored,
+        "min_seconds": t.min_secs,
+        "p50_seconds": t.p50_secs,
+        "p90_seconds": t.p90_secs,
+        "max_seconds": t.max_secs,
+        "answers_compared": t.compared,
+        "answers_changed": t.changed,
+        "negative_ttl_seconds": cache.negative_ttl_secs,
+        "negative_stored": t.negative_stored,
+        "negative_served": t.negative_served,
     })
 }
 

@@ -24,6 +24,7 @@ use crate::chain::Chain;
 use crate::config::Config;
 use crate::invalidation::{Broadcast, Listener};
 use crate::metrics::Metrics;
+use crate::warm::HotSet;
 pub use rejection::ApiError;
 pub use service::Service;
 
@@ -44,6 +45,8 @@ pub struct State {
     pub broadcast: Option<Arc<Broadcast>>,
     /// The LISTEN on database changes, when configured.
     pub listener: Option<Arc<Listener>>,
+    /// Request counts for `[warm] hot_set_path`, when set.
+    pub hot: Option<Arc<HotSet>>,
 }
 
 pub type Shared = Arc<State>;

@@ -5,6 +5,7 @@
 //! enums; every child is resolved once at start-up so the hot path does no label hashing.
 
 mod collector;
+mod freshness;
 mod hdr;
 mod labels;
 mod readers;
@@ -21,6 +22,7 @@ use prometheus::{
 };
 
 use collector::{LatencyCollector, Recorders};
+pub use freshness::TtlSummary;
 pub use hdr::{Percentiles, empty as empty_histogram};
 pub use labels::{
     EvictionCause, INVALIDATION_OPS, InvalidationSource, OriginResult, Outcome, Refresh, TierOp,
@@ -78,6 +80,7 @@ pub struct Metrics {
     invalidation_publish_errors: IntCounter,
     /// By [`Refresh`] as usize.
     refreshes: Vec<IntCounter>,
+    freshness: freshness::Freshness,
 }
 
 impl Default for Metrics {
@@ -285,6 +288,7 @@ impl Metrics {
                 "Times an invalidation subscription ended (the memory tier was emptied).",
             ),
             refreshes,
+            freshness: freshness::Freshness::new(&r),
             invalidation_publish_errors: r.int_counter(
                 "codette_cache_invalidation_publish_errors_total",
                 "Invalidations this instance could not publish to the others.",

@@ -21,7 +21,7 @@ pub use sample::{SampleConfig, SampleOrigin};
 pub use supabase::{SupabaseConfig, SupabaseOrigin};
 
 /// One context request, as the RPC takes it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContextRequest {
     pub message: String,
     pub filename: Option<String>,

@@ -73,7 +73,9 @@ impl MemoryConfig {
 #[derive(Clone)]
 struct Value {
     body: Bytes,
+    /// When it was fresh from the origin (a back-filled entry arrives already aged).
     stored_at: Instant,
+    ttl: Duration,
     keep_for: Duration,
     /// Its [`TagIndex`] generation.
     generation: u64,
@@ -172,7 +174,7 @@ impl CacheTier for MemoryTier {
         Ok(self.cache.get(key.as_str()).map(|v| Found {
             body: v.body,
             age: v.stored_at.elapsed(),
-            ttl: self.ttl(),
+            ttl: v.ttl,
         }))
     }
 
@@ -182,14 +184,23 @@ impl CacheTier for MemoryTier {
         let generation = self
             .index
             .insert(&key, entry.indexed.iter().map(Tag::digest).collect());
-        let keep_for =
-            self.ttl() + Duration::from_millis(self.retention_ms.load(Ordering::Relaxed));
+        let own = self.ttl();
+        let ttl = match entry.ttl {
+            None => own,
+            Some(ttl) if entry.age.is_zero() => ttl,
+            Some(ttl) => ttl.min(entry.age + own),
+        };
+        let now = Instant::now();
+        let stored_at = now.checked_sub(entry.age).unwrap_or(now);
+        let keep_for = (ttl + Duration::from_millis(self.retention_ms.load(Ordering::Relaxed)))
+            .saturating_sub(now - stored_at);
         let value = Value {
             // A copy of exactly its length: the caller's buffer may be up to twice as
             // large (grown while read) or a slice of a bigger one, and the byte bound
             // must hold in real memory.
             body: Bytes::copy_from_slice(body),
-            stored_at: Instant::now(),
+            stored_at,
+            ttl,
             keep_for,
             generation,
         };
@@ -243,123 +254,5 @@ impl CacheTier for MemoryTier {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::metrics::Metrics;
-
-    fn tier(max_entries: u64, max_bytes: u64, ttl: Duration) -> MemoryTier {
-        let ctx = BuildContext {
-            metrics: Arc::new(Metrics::new()),
-            ttl,
-            stale_retention: Duration::ZERO,
-            max_value_bytes: 4 << 20,
-        };
-        MemoryTier::new(
-            &MemoryConfig {
-                max_entries,
-                max_bytes,
-                ttl_secs: None,
-            },
-            &ctx,
-        )
-    }
-
-    fn key(i: usize) -> Key {
-        Key::derive(&format!("message {i}"), None, false)
-    }
-
-    /// A stored body comes back byte for byte, with its age.
-    #[tokio::test]
-    async fn put_then_get_returns_the_same_bytes() {
-        let t = tier(100, 1 << 20, Duration::from_secs(60));
-        let body = Bytes::from_static(br#"{"snippets":[],"file":null,"chat_history":[]}"#);
-        t.put(&key(1), &body, &Entry::PLAIN).await.unwrap();
-        let found = t.get(&key(1)).await.unwrap().expect("hit");
-        assert_eq!(found.body, body);
-        assert!(found.age < found.ttl);
-        assert!(t.get(&key(2)).await.unwrap().is_none());
-    }
-
-    /// The entry-count bound holds even when bodies are tiny.
-    #[tokio::test]
-    async fn entry_bound_is_respected() {
-        let t = tier(50, 1 << 20, Duration::from_secs(60));
-        for i in 0..500 {
-            t.put(&key(i), &Bytes::from_static(b"{}"), &Entry::PLAIN)
-                .await
-                .unwrap();
-        }
-        let size = t.size();
-        assert!(size.entries.unwrap() <= 50, "{size:?}");
-    }
-
-    /// The byte bound holds when bodies are large.
-    #[tokio::test]
-    async fn byte_bound_is_respected() {
-        let t = tier(10_000, 256 * 1024, Duration::from_secs(60));
-        let body = Bytes::from(vec![b'x'; 10_000]);
-        for i in 0..200 {
-            t.put(&key(i), &body, &Entry::PLAIN).await.unwrap();
-        }
-        let size = t.size();
-        assert!(size.bytes.unwrap() <= 256 * 1024, "{size:?}");
-        assert!(size.entries.unwrap() >= 10, "{size:?}");
-    }
-
-    /// The size is the bytes entries hold, not their padded weight; removals give it back.
-    #[tokio::test]
-    async fn size_is_the_bytes_held() {
-        let t = tier(100, 1 << 20, Duration::from_secs(60));
-        let body = Bytes::from_static(br#"{"snippets":[]}"#);
-        let one = (key(1).as_str().len() + body.len() + ENTRY_OVERHEAD_BYTES) as u64;
-        t.put(&key(1), &body, &Entry::PLAIN).await.unwrap();
-        t.put(&key(1), &body, &Entry::PLAIN).await.unwrap();
-        t.put(&key(2), &body, &Entry::PLAIN).await.unwrap();
-        assert_eq!(t.size().bytes, Some(2 * one));
-        t.remove(&key(1)).await.unwrap();
-        assert_eq!(t.size().bytes, Some(one));
-        t.clear().await.unwrap();
-        assert_eq!(t.size().bytes, Some(0));
-    }
-
-    /// A purge by tag removes the entries indexed under it, and only those.
-    #[tokio::test]
-    async fn purges_by_tag_remove_indexed_entries() {
-        let t = tier(100, 1 << 20, Duration::from_secs(60));
-        let body = Bytes::from_static(b"{}");
-        let (a, b) = (Tag::User("a".into()), Tag::User("b".into()));
-        let indexed = |tags| Entry {
-            tags,
-            indexed: tags,
-            watch: None,
-        };
-        t.put(&key(1), &body, &indexed(std::slice::from_ref(&a)))
-            .await
-            .unwrap();
-        t.put(&key(2), &body, &indexed(std::slice::from_ref(&b)))
-            .await
-            .unwrap();
-        t.put(&key(3), &body, &Entry::PLAIN).await.unwrap();
-        assert_eq!(t.remove_tags(std::slice::from_ref(&a)).await.unwrap(), 1);
-        assert!(t.get(&key(1)).await.unwrap().is_none());
-        assert!(t.get(&key(2)).await.unwrap().is_some());
-        assert!(t.get(&key(3)).await.unwrap().is_some());
-        // Replaced without tags: the key is no longer under b.
-        t.put(&key(2), &body, &Entry::PLAIN).await.unwrap();
-        assert_eq!(t.remove_tags(&[b]).await.unwrap(), 0);
-        t.clear().await.unwrap();
-        assert_eq!(t.index.len(), (0, 0));
-    }
-
-    /// Entries disappear after TTL plus retention (real time; moka ignores tokio's clock).
-    #[tokio::test]
-    async fn entries_expire() {
-        let t = tier(100, 1 << 20, Duration::from_millis(50));
-        t.put(&key(1), &Bytes::from_static(b"{}"), &Entry::PLAIN)
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(120)).await;
-        t.sync();
-        assert!(t.get(&key(1)).await.unwrap().is_none());
-    }
-}
+#[path = "memory_tests.rs"]
+mod tests;

@@ -91,7 +91,8 @@ pub struct Found {
     pub body: Bytes,
     /// Time since it was stored.
     pub age: Duration,
-    /// The tier's freshness lifetime at the time of the read.
+    /// The entry's freshness lifetime (a tier that keeps no per-entry TTL gives its own,
+    /// or the time left when that is longer).
     pub ttl: Duration,
 }
 
@@ -105,14 +106,21 @@ pub struct Entry<'a> {
     /// What a shared tier noted before the origin was asked ([`CacheTier::watch`]).
     /// A shared tier stores nothing without one.
     pub watch: Option<&'a Watch>,
+    /// Its freshness lifetime (adapted, or a negative entry's); the tier's own when `None`.
+    pub ttl: Option<Duration>,
+    /// How old it already is; zero for an origin answer. An aged entry is a back-filled
+    /// copy: it lives at most the tier's own TTL from now, and never past the original.
+    pub age: Duration,
 }
 
 impl Entry<'_> {
-    /// No tags, no watch: what tests and untagged stores use.
+    /// No tags, no watch, the tier's TTL: what tests and untagged stores use.
     pub const PLAIN: Entry<'static> = Entry {
         tags: &[],
         indexed: &[],
         watch: None,
+        ttl: None,
+        age: Duration::ZERO,
     };
 }
 
@@ -190,7 +198,7 @@ pub trait CacheTier: Send + Sync {
     ) -> impl Future<Output = Result<Option<Watch>, TierError>> + Send {
         std::future::ready(Ok(None))
     }
-    /// Stores a value under a key for the tier's TTL.
+    /// Stores a value under a key for `entry.ttl` (the tier's own TTL when `None`).
     fn put(
         &self,
         key: &Key,

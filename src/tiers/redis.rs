@@ -251,14 +251,12 @@ impl CacheTier for RedisTier {
         if body.len() > limit {
             return Err(TierError::TooLarge { tier: TIER, limit });
         }
-        let ttl = Duration::from_secs(self.ttl());
+        // Redis keeps the time left, not the TTL it was set with: an entry is read as
+        // having this tier's TTL, or the time left when that is longer (an adapted TTL).
         // PTTL is -1 for a key without expiry: its age is unknown, call it new.
         let left = Duration::from_millis(u64::try_from(pttl).unwrap_or(0));
-        let age = if pttl < 0 {
-            Duration::ZERO
-        } else {
-            ttl.saturating_sub(left)
-        };
+        let ttl = Duration::from_secs(self.ttl()).max(left);
+        let age = if pttl < 0 { Duration::ZERO } else { ttl - left };
         Ok(Some(Found { body, age, ttl }))
     }
 
@@ -289,7 +287,10 @@ impl CacheTier for RedisTier {
         for tag in entry.indexed {
             script.key(fence::set_of_tag(tag));
         }
-        let ttl = self.ttl();
+        let ttl = entry.ttl.map_or_else(
+            || self.ttl(),
+            |t| t.saturating_sub(entry.age).as_secs().max(1),
+        );
         script
             .arg(body.as_ref())
             .arg(ttl)

@@ -6,8 +6,10 @@
 //! `client.rs` is the command-line tool, which goes through a running daemon's HTTP.
 
 pub mod client;
+mod hot_set;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -15,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::chain::Chain;
 use crate::metrics::{Metrics, Refresh};
 use crate::origins::ContextRequest;
+pub use hot_set::{HotSet, persist};
 
 /// `[warm]`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -26,6 +29,12 @@ pub struct WarmConfig {
     pub concurrency: usize,
     /// Keep `/readyz` at 503 until the start-up warming is done.
     pub ready_after: bool,
+    /// Where the hot set is kept across restarts (`hot_set.rs`); none: not counted.
+    pub hot_set_path: Option<PathBuf>,
+    /// How many of the hottest requests it keeps.
+    pub hot_set_size: usize,
+    /// How often it is written (and also on shutdown).
+    pub hot_set_interval_secs: u64,
 }
 
 impl Default for WarmConfig {
@@ -34,18 +43,69 @@ impl Default for WarmConfig {
             file: None,
             concurrency: 4,
             ready_after: false,
+            hot_set_path: None,
+            hot_set_size: 1_000,
+            hot_set_interval_secs: 300,
         }
     }
 }
 
 impl WarmConfig {
     pub(crate) fn validate(&self) -> Vec<String> {
-        if (1..=256).contains(&self.concurrency) {
-            Vec::new()
-        } else {
-            vec!["warm.concurrency must be 1 to 256".into()]
+        let mut problems = Vec::new();
+        if !(1..=256).contains(&self.concurrency) {
+            problems.push("warm.concurrency must be 1 to 256".into());
+        }
+        if !(1..=100_000).contains(&self.hot_set_size) || self.hot_set_interval_secs == 0 {
+            problems.push(
+                "warm.hot_set_size must be 1 to 100000 and warm.hot_set_interval_secs > 0".into(),
+            );
+        }
+        if let Some(path) = &self.hot_set_path {
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+            if path.file_name().is_none() || !dir.unwrap_or(Path::new(".")).is_dir() {
+                problems.push(format!(
+                    "warm.hot_set_path: {} is not a file in an existing directory (systemd: StateDirectory=)",
+                    path.display()
+                ));
+            }
+        }
+        problems
+    }
+
+    pub fn hot_set_interval(&self) -> Duration {
+        Duration::from_secs(self.hot_set_interval_secs)
+    }
+}
+
+/// Reads a list file for warming; a missing or unreadable file gives nothing, and bad
+/// lines are skipped, each logged (`what` names the list in the log).
+pub async fn read_list(path: &Path, max_message_bytes: usize, what: &str) -> Vec<ContextRequest> {
+    let text = match tokio::fs::read(path).await {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(_) => {
+                tracing::warn!(file = %path.display(), "{what} is not UTF-8 text; ignored");
+                return Vec::new();
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::info!(file = %path.display(), "no {what} yet");
+            return Vec::new();
+        }
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "{what} not read; ignored");
+            return Vec::new();
+        }
+    };
+    let mut requests = Vec::new();
+    for parsed in parse(&text, max_message_bytes) {
+        match parsed {
+            Ok(request) => requests.push(request),
+            Err(e) => tracing::warn!(file = %path.display(), "{what}: {e}; skipped"),
         }
     }
+    requests
 }
 
 /// A line that is not a request.

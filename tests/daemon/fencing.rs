@@ -58,6 +58,7 @@ async fn write(writer: &Tier, purger: &Tier, key: &Key, tags: &[Tag], between: B
         tags,
         indexed: &tags[2..],
         watch: Some(&watch),
+        ..Entry::PLAIN
     };
     writer.put(key, &body, &entry).await.unwrap();
     writer.get(key).await.unwrap().is_some()

@@ -1,13 +1,14 @@
 //! Freshness without misses: with `refresh_ahead`, a hit on an entry past that fraction
 //! of its TTL starts one background refresh, so hot keys never wait on the origin.
+//! Adaptive TTLs follow how often answers change; negative entries hold empty answers.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::client::ask;
-use crate::common::{API_KEY, Daemon, Postgrest, TestPostgres};
-use crate::{memory, run, supabase};
+use crate::common::{API_KEY, Daemon, Postgrest, TestPostgres, TestRedis, redis_tier};
+use crate::{memory, poll, run, supabase};
 
 /// 50 hot keys, a 2 s TTL, a 300 ms origin and 20 s of steady traffic: after warm-up
 /// every answer is a memory hit, and the origin sees about one call per key per TTL
@@ -73,5 +74,116 @@ fn refresh_ahead_keeps_hot_keys_hits() {
             .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .unwrap_or_else(|| panic!("no refresh counter:\n{metrics}"));
         assert_eq!(ahead, calls, "every origin call was a refresh-ahead");
+    });
+}
+
+/// Milliseconds `key` has left in Redis, once our write has landed.
+async fn pttl(redis: &TestRedis, key: &str, above: i64) -> i64 {
+    poll(Duration::from_secs(2), async || {
+        let left: i64 = redis.cmd(&["PTTL", key]).trim().parse().ok()?;
+        (left > 0 && left != above).then_some(left)
+    })
+    .await
+    .unwrap_or_else(|| panic!("{key} never (re)written in Redis"))
+}
+
+/// Adaptive TTL on memory and Redis, against the PostgREST-shaped origin: an unchanged
+/// refresh doubles the entry's TTL in both tiers, a changed one halves it; the counts
+/// reach `/metrics` and the analytics dashboard.
+#[test]
+fn adaptive_ttl_follows_changes() {
+    run(async {
+        let (pg, redis) = (TestPostgres::start(), TestRedis::start());
+        let rest = Postgrest::start(&pg, API_KEY);
+        let cache = "[cache]\nttl_secs = 2\nstale_if_error_secs = 60\n\n\
+                     [cache.adaptive_ttl]\nenabled = true\nmin_secs = 1\nmax_secs = 8\n\n";
+        let tiers = [memory(2), redis_tier(&redis.url(), 200, 2)].concat();
+        let d = Daemon::start(&format!("{cache}{tiers}{}", supabase(&rest)));
+        let message = "how to use reverb in mixing";
+        let first = ask(&d, message).await;
+        assert_eq!(first.source(), "origin", "{first:?}");
+        let key = first.key().to_owned();
+        let left = pttl(&redis, &key, 0).await;
+        assert!(left <= 2_000, "{left}");
+
+        // Expired, unchanged: 4 s now, in memory (a hit 3 s later) and in Redis.
+        tokio::time::sleep(Duration::from_millis(2_100)).await;
+        assert_eq!(ask(&d, message).await.source(), "origin");
+        let left = pttl(&redis, &key, left).await;
+        assert!((2_000..=4_000).contains(&left), "{left}");
+        tokio::time::sleep(Duration::from_millis(3_000)).await;
+        assert_eq!(ask(&d, message).await.source(), "memory");
+
+        // Changed: back to 2 s.
+        pg.execute(
+            "UPDATE public.codette SET \"ContentSnippet\" = \"ContentSnippet\" || ' Revised.' \
+             WHERE \"FileName\" = 'reverb_guide.md'",
+        );
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
+        let changed = ask(&d, message).await;
+        assert_eq!(changed.source(), "origin");
+        assert!(changed.body.to_string().contains("Revised."));
+        let left = pttl(&redis, &key, left).await;
+        assert!(left <= 2_000, "{left}");
+
+        let metrics = d.get_text("/metrics").await.1;
+        for line in [
+            "codette_cache_answer_changes_total 1",
+            "codette_cache_answer_comparisons_total 2",
+            "codette_cache_ttl_seconds_count 3",
+        ] {
+            assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+        }
+        let (_, dash) = d.get_json("/codette/analytics/dashboard").await;
+        let t = &dash["analytics"]["cache_infrastructure"]["ttl_distribution"];
+        assert_eq!(t["adaptive"], true, "{t}");
+        assert_eq!(
+            (
+                t["answers_compared"].as_u64(),
+                t["answers_changed"].as_u64()
+            ),
+            (Some(2), Some(1))
+        );
+        assert_eq!(
+            (t["min_seconds"].as_u64(), t["max_seconds"].as_u64()),
+            (Some(2), Some(4))
+        );
+    });
+}
+
+/// Negative entries: with `negative_ttl_secs`, an empty answer is stored that long,
+/// marked `"negative": true` and counted; other answers are unmarked.
+#[test]
+fn negative_entries_are_stored_briefly_and_marked() {
+    run(async {
+        let pg = TestPostgres::start();
+        let rest = Postgrest::start(&pg, API_KEY);
+        let cache = "[cache]\nttl_secs = 300\nnegative_ttl_secs = 1\n\n";
+        let d = Daemon::start(&format!("{cache}{}{}", memory(300), supabase(&rest)));
+        let nothing = "zyxwv qutsr nothing matches this";
+        let first = ask(&d, nothing).await;
+        assert_eq!(
+            (first.source(), &first.body["cache"]["negative"]),
+            ("origin", &serde_json::json!(true)),
+            "{first:?}"
+        );
+        let calls = rest.calls();
+        let again = ask(&d, nothing).await;
+        assert_eq!(again.source(), "memory", "{again:?}");
+        assert_eq!(again.body["cache"]["negative"], true);
+        assert_eq!(rest.calls(), calls);
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        assert_eq!(ask(&d, nothing).await.source(), "origin");
+        assert_eq!(rest.calls(), calls + 1);
+
+        let found = ask(&d, "how to use reverb in mixing").await;
+        assert!(found.body["cache"].get("negative").is_none(), "{found:?}");
+        let metrics = d.get_text("/metrics").await.1;
+        for line in [
+            r#"codette_cache_negative_answers_total{event="stored"} 2"#,
+            r#"codette_cache_negative_answers_total{event="served"} 1"#,
+        ] {
+            assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+        }
     });
 }

@@ -14,6 +14,7 @@ mod coherence;
 mod common;
 mod fencing;
 mod freshness;
+mod hot_set;
 mod lifecycle;
 mod origins;
 mod redis_tier;
