@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::{
-    ADMIN_TOKEN, API_KEY, Daemon, Postgrest, TestPostgres, admin_section, cache_section,
+    ADMIN_TOKEN, API_KEY, Daemon, Postgrest, TestPostgres, TestRedis, admin_section, cache_section,
     config_memory_postgrest, free_port, log_section, memory_tier, sample_origin,
 };
 use serde_json::Value;
@@ -180,13 +180,15 @@ fn report_fails_clearly_when_the_daemon_is_unreachable() {
 }
 
 /// `bench load --json`: the client's counts equal the daemon's own (every answer is a
-/// hit or a miss, none lost), progress goes to stderr as plain lines, and nonsense
-/// arguments are refused with a message.
+/// hit or a miss, none lost), progress goes to stderr as plain lines, `--plot` writes
+/// the run's curve without disturbing the JSON, and nonsense arguments are refused with
+/// a message.
 #[test]
 fn load_mode_counts_match_the_daemon_and_progress_is_plain_lines() {
     let d = Daemon::start(&[memory_tier(1_000, 1 << 24, 300), sample_origin()].concat());
     let dir = tempfile::tempdir().unwrap();
     let url = d.url("");
+    let svg = dir.path().join("load.svg");
     let run = bench(
         &[
             "load",
@@ -201,6 +203,8 @@ fn load_mode_counts_match_the_daemon_and_progress_is_plain_lines() {
             "--distribution",
             "zipf:1.0",
             "--json",
+            "--plot",
+            svg.to_str().unwrap(),
         ],
         &[],
         dir.path(),
@@ -219,6 +223,12 @@ fn load_mode_counts_match_the_daemon_and_progress_is_plain_lines() {
     }
     let stderr = text(&run.stderr);
     assert!(stderr.contains("load: 1s of 2s"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("wrote {}", svg.display())),
+        "{stderr}"
+    );
+    let plot = std::fs::read_to_string(&svg).expect("--plot wrote the SVG");
+    assert!(plot.starts_with("<svg") && plot.contains(&url), "{plot}");
 
     let stats: Value = reqwest::blocking::get(d.url("/codette/cache/stats"))
         .and_then(|r| r.json())
@@ -238,9 +248,80 @@ fn load_mode_counts_match_the_daemon_and_progress_is_plain_lines() {
         &["load", "--url", &url, "--concurrency", "0"][..],
         &["load", "--url", &url, "--distribution", "gauss"],
         &["load", "--url", &url, "--rate", "-5"],
+        &[
+            "load",
+            "--url",
+            &url,
+            "--plot",
+            "/nonexistent-codette-dir/p.svg",
+        ],
     ] {
         let run = bench(bad, &[], dir.path());
         assert!(!run.status.success(), "{bad:?} accepted");
         assert!(!text(&run.stderr).is_empty(), "{bad:?}: no message");
     }
+}
+
+/// `bench load --compare --plot`: both daemons are started and measured, the table
+/// printed, and the SVG holds one curve per run with its name in the legend. A plot
+/// target in a missing directory is refused before any run, with a message, not a panic.
+#[test]
+fn compare_plots_the_percentile_curves_of_both_runs() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("p.svg");
+    let redis_url = redis.url();
+    let args = |plot: &str| {
+        let args = [
+            "load",
+            "--compare",
+            "--redis-url",
+            &redis_url,
+            "--origin-latency-ms",
+            "20",
+            "--concurrency",
+            "2",
+            "--duration",
+            "1s",
+            "--keys",
+            "20",
+            "--plot",
+            plot,
+        ];
+        bench(&args, &[], dir.path())
+    };
+    let run = args(svg.to_str().unwrap());
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let stdout = text(&run.stdout);
+    assert!(
+        stdout.contains("memory-only") && stdout.contains("memory+redis"),
+        "{stdout}"
+    );
+    assert!(
+        text(&run.stderr).contains("wrote "),
+        "{}",
+        text(&run.stderr)
+    );
+    let plot = std::fs::read_to_string(&svg).expect("--plot wrote the SVG");
+    for expected in [
+        "<svg",
+        "memory-only",
+        "memory+redis",
+        "percentile (%)",
+        "latency (ms",
+    ] {
+        assert!(plot.contains(expected), "no {expected:?} in:\n{plot}");
+    }
+
+    let run = args("/nonexistent-codette-dir/p.svg");
+    assert!(!run.status.success());
+    let stderr = text(&run.stderr);
+    assert!(
+        stderr.contains("/nonexistent-codette-dir/p.svg") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("running memory-only"),
+        "ran before refusing: {stderr}"
+    );
 }

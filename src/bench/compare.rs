@@ -91,7 +91,7 @@ async fn redis_reachable(url: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Runs the plan against both setups; returns the side-by-side text.
+/// Runs the plan against both setups; returns the side-by-side text and the results.
 ///
 /// # Errors
 /// When Redis is unreachable or a daemon cannot be started.
@@ -100,7 +100,7 @@ pub async fn run(
     redis_url: &str,
     origin_latency_ms: u64,
     warm: bool,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, Vec<(&'static str, LoadResult)>)> {
     redis_reachable(redis_url).await?;
     let setups = [
         ("memory-only", "[[tiers]]\ntype = \"memory\"\n".to_owned()),
@@ -112,7 +112,7 @@ pub async fn run(
         ),
     ];
     let run_id = chrono::Utc::now().timestamp_millis();
-    let mut results: Vec<(&str, LoadResult)> = Vec::new();
+    let mut results: Vec<(&'static str, LoadResult)> = Vec::new();
     for (name, tiers) in &setups {
         let daemon = spawn(name, tiers, origin_latency_ms).await?;
         let plan = LoadPlan {
@@ -124,10 +124,10 @@ pub async fn run(
             super::warm(&plan).await?;
         }
         eprintln!("running {name} ...");
-        results.push((name, load::run(&plan).await?));
+        results.push((*name, load::run(&plan).await?));
     }
     let columns: Vec<(&str, &LoadResult)> = results.iter().map(|(n, r)| (*n, r)).collect();
-    Ok(format!(
+    let text = format!(
         "Comparison: the same load ({} connections, {:?}, {} keys, {:?}{}) against two daemons started by this tool\n\
          with the sample origin answering after {origin_latency_ms} ms (the real RPC takes about 300 ms):\n\
          \x20 memory-only:  [[tiers]] memory (64 MiB)\n\
@@ -145,5 +145,6 @@ pub async fn run(
             ""
         },
         load::table(&columns)
-    ))
+    );
+    Ok((text, results))
 }

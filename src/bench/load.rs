@@ -72,6 +72,9 @@ pub struct LoadResult {
     pub by_source: BTreeMap<String, Percentiles>,
     pub all: Percentiles,
     pub errors: BTreeMap<String, u64>,
+    /// Every answer's latency (µs), for `--plot`.
+    #[serde(skip)]
+    pub latencies: Histogram<u64>,
 }
 
 /// The `message` of key `k`.
@@ -223,6 +226,7 @@ pub async fn run(plan: &LoadPlan) -> anyhow::Result<LoadResult> {
             .collect(),
         all: Percentiles::of(&all),
         errors,
+        latencies: all,
     })
 }
 

@@ -1,18 +1,20 @@
 //! `codette-cache bench`: the performance tester. Without a mode it reproduces the
 //! original tester's report (`report`); `bench load` drives a daemon with a load
 //! (`load`, `compare`); `bench ceiling` runs the bare HTTP server the speed bar is
-//! measured against (`ceiling`, `scripts/bench-ceiling.sh`). A tool, so `anyhow` here.
+//! measured against (`ceiling`, `scripts/bench-ceiling.sh`); `--plot` draws the runs'
+//! latency curves (`plot`). A tool, so `anyhow` here.
 
 mod ceiling;
 mod compare;
 mod load;
+mod plot;
 mod progress;
 mod report;
 mod stats;
 mod wire;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -87,6 +89,9 @@ struct LoadArgs {
     /// Prefix of every message (keys are `<prefix>query <n>`).
     #[arg(long, default_value = "bench ")]
     prefix: String,
+    /// Also write the latency percentile curves (one per run) to this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
 }
 
 /// Runs the tester.
@@ -142,6 +147,9 @@ async fn load_mode(args: &BenchArgs, load: &LoadArgs) -> anyhow::Result<ExitCode
     if load.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
         bail!("--rate must be a number of requests per second > 0");
     }
+    if let Some(path) = &load.plot {
+        plot::check_target(path)?;
+    }
     let plan = LoadPlan {
         url: args.url.clone(),
         path: "/codette/context".into(),
@@ -154,8 +162,13 @@ async fn load_mode(args: &BenchArgs, load: &LoadArgs) -> anyhow::Result<ExitCode
         prefix: load.prefix.clone(),
     };
     if load.compare {
-        let text = compare::run(&plan, &load.redis_url, load.origin_latency_ms, load.warm).await?;
+        let (text, results) =
+            compare::run(&plan, &load.redis_url, load.origin_latency_ms, load.warm).await?;
         print!("{text}");
+        if let Some(path) = &load.plot {
+            let runs: Vec<_> = results.iter().map(|(n, r)| (*n, &r.latencies)).collect();
+            write_plot(path, &runs, "memory-only vs memory + Redis", &plan)?;
+        }
         return Ok(ExitCode::SUCCESS);
     }
     if load.warm {
@@ -165,23 +178,48 @@ async fn load_mode(args: &BenchArgs, load: &LoadArgs) -> anyhow::Result<ExitCode
     if args.json {
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else {
-        println!(
-            "{} connections, {:?}, {} keys, {:?}{} against {}",
-            plan.concurrency,
-            plan.duration,
-            plan.keys,
-            plan.distribution,
-            plan.rate.map_or(" (closed loop)".into(), |r| format!(
-                " (open loop, {r} req/s)"
-            )),
-            plan.url
-        );
+        println!("{} against {}", settings(&plan), plan.url);
         print!("{}", load::table(&[("result", &result)]));
     }
     if result.requests > 0 && result.errors.values().sum::<u64>() == result.requests {
         bail!("every request failed: {:?}", result.errors);
     }
+    if let Some(path) = &load.plot {
+        let runs = [(plan.url.as_str(), &result.latencies)];
+        write_plot(path, &runs, &plan.url, &plan)?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `32 connections, 30s, 1000 keys, Zipf(1.0) (closed loop)`
+fn settings(plan: &LoadPlan) -> String {
+    format!(
+        "{} connections, {:?}, {} keys, {:?}{}",
+        plan.concurrency,
+        plan.duration,
+        plan.keys,
+        plan.distribution,
+        plan.rate.map_or(" (closed loop)".into(), |r| format!(
+            " (open loop, {r} req/s)"
+        ))
+    )
+}
+
+/// Draws the curves, writes them to `path` and says so on stderr.
+fn write_plot(
+    path: &Path,
+    runs: &[(&str, &hdrhistogram::Histogram<u64>)],
+    what: &str,
+    plan: &LoadPlan,
+) -> anyhow::Result<()> {
+    let title = format!(
+        "Latency by percentile, {what} ({} connections, {:?}, {} keys)",
+        plan.concurrency, plan.duration, plan.keys
+    );
+    let svg = plot::percentile_svg(runs, &title)?;
+    plot::write_file(path, &svg)?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
 }
 
 /// Requests every key once (16 at a time) so the measured run starts warm.
