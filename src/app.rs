@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::chain::{Bounds, Chain, Policy, TtlRule};
 use crate::config::{CacheConfig, Config};
+use crate::dashboard::Live;
 use crate::http::{self, State};
 use crate::invalidation::{Broadcast, Listener};
 use crate::key::Key;
@@ -111,6 +112,10 @@ pub fn build_state(config: Config, metrics: Arc<Metrics>) -> Result<State, AppEr
     ));
     let warm = &config.warm;
     let warming = warm.ready_after && (warm.file.is_some() || warm.hot_set_path.is_some());
+    let live = config
+        .dashboard
+        .enabled
+        .then(|| Live::new(&config.dashboard));
     let hot = warm
         .hot_set_path
         .as_ref()
@@ -126,6 +131,7 @@ pub fn build_state(config: Config, metrics: Arc<Metrics>) -> Result<State, AppEr
         broadcast,
         listener,
         hot,
+        live,
     })
 }
 
@@ -251,6 +257,9 @@ pub async fn run(options: Options) -> Result<(), AppError> {
     }
     tokio::spawn(warm_at_start(Arc::clone(&state)));
     spawn_hot_set_writer(&state);
+    if let Some(live) = &state.live {
+        live.spawn(Arc::clone(&state.chain), Arc::clone(&state.metrics));
+    }
     let service = http::service(Arc::clone(&state));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(server::accept_until(

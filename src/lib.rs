@@ -26,6 +26,7 @@ pub mod app;
 pub mod bench;
 pub mod chain;
 pub mod config;
+pub mod dashboard;
 pub mod figures;
 pub mod http;
 pub mod invalidation;

@@ -16,6 +16,7 @@ use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 
 pub use crate::advice::AdviceConfig;
+pub use crate::dashboard::DashboardConfig;
 pub use crate::invalidation::InvalidationConfig;
 pub use crate::origins::OriginConfig;
 pub use crate::secret::{REDACTED, Secret, redact_url};
@@ -80,6 +81,9 @@ pub struct Config {
     /// Warming at start-up.
     #[serde(default)]
     pub warm: WarmConfig,
+    /// The live HTML dashboard.
+    #[serde(default)]
+    pub dashboard: DashboardConfig,
 }
 
 /// `[server]`: the listener and what one request may cost.
@@ -255,6 +259,7 @@ impl Config {
         problems.extend(self.advice.validate());
         problems.extend(self.invalidation.validate());
         problems.extend(self.warm.validate());
+        problems.extend(self.dashboard.validate());
         if self.invalidation.broadcast == Some(true) && self.redis_url().is_none() {
             problems
                 .push("invalidation.broadcast = true needs a redis tier (its url is used)".into());

@@ -9,6 +9,7 @@ mod clock;
 mod context;
 mod dashboards;
 mod health;
+mod live;
 mod rejection;
 mod service;
 
@@ -22,6 +23,7 @@ use warp::Filter;
 
 use crate::chain::Chain;
 use crate::config::Config;
+use crate::dashboard::Live;
 use crate::invalidation::{Broadcast, Listener};
 use crate::metrics::Metrics;
 use crate::warm::HotSet;
@@ -47,6 +49,8 @@ pub struct State {
     pub listener: Option<Arc<Listener>>,
     /// Request counts for `[warm] hot_set_path`, when set.
     pub hot: Option<Arc<HotSet>>,
+    /// The live dashboard's frames, unless `[dashboard] enabled = false`.
+    pub live: Option<Arc<Live>>,
 }
 
 pub type Shared = Arc<State>;
@@ -73,6 +77,7 @@ pub fn routes(
     context::routes(state.clone())
         .or(admin::routes(state.clone()))
         .or(dashboards::routes(state.clone()))
+        .or(live::routes(state.clone()))
         .or(health::routes(state))
         .recover(rejection::handle)
 }

@@ -68,6 +68,9 @@ const ROUTES: &[(&str, Takes)] = &[
     ("/healthz", Takes::Get),
     ("/readyz", Takes::Get),
     ("/metrics", Takes::Get),
+    ("/dashboard", Takes::Get),
+    ("/dashboard/history", Takes::Get),
+    ("/dashboard/events", Takes::Get),
 ];
 
 /// One connection's service: the state for the fast route, warp's `routes` for the rest.

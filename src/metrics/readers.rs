@@ -41,6 +41,16 @@ impl Metrics {
         Percentiles::of(&all)
     }
 
+    /// Every request's latency so far, all outcomes merged (the live dashboard takes
+    /// per-second percentiles from the difference of two of these).
+    pub fn requests_histogram(&self) -> hdrhistogram::Histogram<u64> {
+        let mut all = hdr::empty();
+        for outcome in Outcome::all() {
+            self.latency.outcomes[outcome.index()].merge_into(&mut all);
+        }
+        all
+    }
+
     pub fn origin_percentiles(&self) -> Percentiles {
         let mut all = hdr::empty();
         self.latency.origin.merge_into(&mut all);

@@ -186,7 +186,12 @@ fn spawn(config_toml: &str, env: &[(&str, &str)]) -> (TempDir, u16, Child) {
         .expect("tempdir");
     let config: PathBuf = dir.path().join("config.toml");
     std::fs::write(&config, config_toml).expect("write config");
-    let port = free_port();
+    // A test may pin the port (a restart on the same address), else a free one.
+    let port = env
+        .iter()
+        .find(|(k, _)| *k == "CODETTE_CACHE_SERVER__LISTEN")
+        .and_then(|(_, v)| v.rsplit(':').next()?.parse().ok())
+        .unwrap_or_else(free_port);
     let (out, err) = log_stdio(&dir.path().join("daemon.log"));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_codette-cache"));
     cmd.arg("serve").arg("--config").arg(&config);

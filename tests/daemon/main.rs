@@ -12,6 +12,7 @@ mod client;
 mod coherence;
 #[path = "../common/mod.rs"]
 mod common;
+mod dashboard;
 mod fencing;
 mod freshness;
 mod hot_set;

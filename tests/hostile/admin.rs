@@ -41,6 +41,8 @@ fn assert_read_routes_open(port: u16) {
         assert_eq!(response.status, 200, "{path}: {}", response.raw());
         if path.starts_with("/codette/context") {
             assert_context(&response);
+        } else if *path == "/dashboard" {
+            assert!(response.raw().contains("<!doctype html>"), "{path}");
         } else if *path != "/metrics" {
             response.json();
         }

@@ -19,6 +19,8 @@ pub(crate) const GET_ROUTES: &[&str] = &[
     "/healthz",
     "/readyz",
     "/metrics",
+    "/dashboard",
+    "/dashboard/history",
 ];
 
 /// Sends `bytes` on a fresh connection and reads until the server closes it (every
@@ -98,6 +100,8 @@ fn method_not_allowed_says_what_is() {
         ("POST", "/healthz", "GET, HEAD"),
         ("DELETE", "/codette/cache/stats", "GET, HEAD"),
         ("PUT", "/metrics", "GET, HEAD"),
+        ("POST", "/dashboard", "GET, HEAD"),
+        ("DELETE", "/dashboard/events", "GET, HEAD"),
         ("GET", "/codette/cache/clear", "POST"),
         ("HEAD", "/codette/cache/invalidate", "POST"),
         ("GET", "/codette/cache/warm", "POST"),
