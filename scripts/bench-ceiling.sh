@@ -20,11 +20,7 @@ CONNS=${CONNS:-32 256}
 source scripts/bench-lib.sh
 
 # Ten snippets that all match "bench query N", so each answer is ~2 KB like the ceiling's.
-python3 - "$WORK/knowledge.json" <<'PY'
-import json, sys
-s = "Use reverb on a send bus rather than an insert so several tracks share one space; high-pass the return. bench query"
-json.dump({"snippets": [{"filename": f"mixing_guide_{i}.md", "snippet": s} for i in range(10)], "files": []}, open(sys.argv[1], "w"))
-PY
+write_knowledge "$WORK/knowledge.json"
 
 CEIL=$(port); MEM=$(port); RED=$(port); RPORT=$(port)
 $SERVER $BIN bench ceiling --listen 127.0.0.1:$CEIL 2>/dev/null & PIDS+=($!)

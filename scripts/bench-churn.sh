@@ -10,13 +10,15 @@
 # Where possible (bench-lib.sh), daemons are pinned to core 0, and the origins and clients
 # (one Python process) to core 1.
 #   DURATION=120 scripts/bench-churn.sh
+#   DURATION=900 SCALES=1 scripts/bench-churn.sh     # the real-time scenario, 15 minutes
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-120}
+SCALES=${SCALES:-1 10}
 source scripts/bench-lib.sh
 
 echo "# adaptive TTL under churn, $(date -u +%Y-%m-%d), $(nproc) cores, ${PINNING}, ${DURATION} s per run"
-for SCALE in 1 10; do
+for SCALE in $SCALES; do
   # In the background so that the EXIT trap can stop it (it stops its own daemons).
   $CLIENT python3 scripts/bench-churn.py --bin "$BIN" --server "$SERVER" --duration "$DURATION" \
     --time-scale "$SCALE" & PIDS+=($!)

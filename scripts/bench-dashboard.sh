@@ -12,11 +12,7 @@ KEYS=${KEYS:-100}
 STREAMS=${STREAMS:-5}
 source scripts/bench-lib.sh
 
-python3 - "$WORK/knowledge.json" <<'PY'
-import json, sys
-s = "Use reverb on a send bus rather than an insert so several tracks share one space; high-pass the return. bench query"
-json.dump({"snippets": [{"filename": f"mixing_guide_{i}.md", "snippet": s} for i in range(10)], "files": []}, open(sys.argv[1], "w"))
-PY
+write_knowledge "$WORK/knowledge.json"
 P=$(port)
 printf '[server]\nlisten = "127.0.0.1:%s"\n[[tiers]]\ntype = "memory"\n[origin]\ntype = "sample"\npath = "%s"\n' \
   "$P" "$WORK/knowledge.json" > "$WORK/d.toml"

@@ -15,11 +15,7 @@ source scripts/bench-lib.sh
 
 # ~2 KB answers for "bench query N" (as bench-ceiling.sh); other messages match nothing
 # and get the 45-byte empty answer, which keeps a million entries small.
-python3 - "$WORK/knowledge.json" <<'PY'
-import json, sys
-s = "Use reverb on a send bus rather than an insert so several tracks share one space; high-pass the return. bench query"
-json.dump({"snippets": [{"filename": f"mixing_guide_{i}.md", "snippet": s} for i in range(10)], "files": []}, open(sys.argv[1], "w"))
-PY
+write_knowledge "$WORK/knowledge.json"
 daemon() { # port max_entries max_bytes [redis port]
   printf '[server]\nlisten = "127.0.0.1:%s"\nmax_connections = 4096\n[[tiers]]\ntype = "memory"\nmax_entries = %s\nmax_bytes = %s\n[origin]\ntype = "sample"\npath = "%s"\n' \
     "$1" "$2" "$3" "$WORK/knowledge.json" > "$WORK/d$1.toml"

@@ -365,6 +365,7 @@ fn reload(state: &State, path: Option<&std::path::Path>, set_log_level: &SetLogL
         (old.origin != new.origin, "origin"),
         (old.invalidation != new.invalidation, "invalidation"),
         (old.warm != new.warm, "warm"),
+        (old.dashboard != new.dashboard, "dashboard"),
     ]
     .into_iter()
     .filter_map(|(changed, what)| changed.then_some(what))

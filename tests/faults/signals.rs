@@ -207,7 +207,9 @@ fn sighup_under_load_loses_nothing_and_survives_a_broken_file() {
         );
         assert_eq!(
             metric(&text, "codette_cache_config_last_reload_successful"),
-            Some(1.0)
+            Some(1.0),
+            "{}",
+            daemon.logs()
         );
 
         write_config(&path, "[cache\nttl_secs = \"not a number\n");
