@@ -4,7 +4,7 @@
 //! remote tiers after, each fenced against purges (`filing.rs`, `fence.rs`).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::future::{BoxFuture, Shared};
@@ -86,7 +86,7 @@ impl Chain {
                         let answer_tags = tags::from_answer(&body);
                         let filing =
                             Filing::new(&flight_key, ticket, &request, request_tags, answer_tags)
-                                .aged(ttl, Duration::ZERO);
+                                .lasting(ttl);
                         let mut kept = true;
                         for tier in tiers.iter().filter(|t| t.is_local()) {
                             kept &= file_local(&metrics, &fence, tier, &filing, &body).await;

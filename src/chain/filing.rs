@@ -14,7 +14,7 @@ use crate::key::Key;
 use crate::metrics::{Metrics, TierOp};
 use crate::origins::ContextRequest;
 use crate::tags::Tag;
-use crate::tiers::{Entry, Tier, Watch};
+use crate::tiers::{Entry, Found, Tier, Watch};
 
 pub(super) struct Filing {
     pub key: Key,
@@ -31,6 +31,8 @@ pub(super) struct Filing {
     pub ttl: Option<Duration>,
     /// How old it already is (a back-filled hit).
     pub age: Duration,
+    /// A back-filled copy of a lower tier's entry.
+    pub copy: bool,
 }
 
 impl Filing {
@@ -67,12 +69,23 @@ impl Filing {
             predicted,
             ttl: None,
             age: Duration::ZERO,
+            copy: false,
         }
     }
 
-    /// The same, kept for `ttl` and already `age` old.
-    pub fn aged(self, ttl: Option<Duration>, age: Duration) -> Self {
-        Self { ttl, age, ..self }
+    /// The same, kept for `ttl` (an origin answer's own TTL, `ttl.rs`).
+    pub fn lasting(self, ttl: Option<Duration>) -> Self {
+        Self { ttl, ..self }
+    }
+
+    /// The same, as a copy of `found` (as old as it is, expiring with it).
+    pub fn copy_of(self, found: &Found) -> Self {
+        Self {
+            ttl: Some(found.ttl),
+            age: found.age,
+            copy: true,
+            ..self
+        }
     }
 
     fn entry<'a>(&'a self, watch: Option<&'a Watch>) -> Entry<'a> {
@@ -82,6 +95,7 @@ impl Filing {
             watch,
             ttl: self.ttl,
             age: self.age,
+            copy: self.copy,
         }
     }
 

@@ -64,8 +64,7 @@ impl Chain {
         let request_tags = tags::for_request(&request.message, request.filename.as_deref());
         let answer_tags = tags::from_answer(&found.body);
         // As old as it is below, and no fresher: the copy expires with the original.
-        let filing = Filing::new(key, ticket, request, request_tags, answer_tags)
-            .aged(Some(found.ttl), found.age);
+        let filing = Filing::new(key, ticket, request, request_tags, answer_tags).copy_of(found);
         for tier in above.iter().filter(|t| t.is_local()) {
             // In-process puts are synchronous under the hood: no task needed.
             let fut = file_local(&self.metrics, &self.fence, tier, &filing, &found.body);

@@ -187,7 +187,7 @@ impl CacheTier for MemoryTier {
         let own = self.ttl();
         let ttl = match entry.ttl {
             None => own,
-            Some(ttl) if entry.age.is_zero() => ttl,
+            Some(ttl) if !entry.copy => ttl,
             Some(ttl) => ttl.min(entry.age + own),
         };
         let now = Instant::now();

@@ -113,6 +113,7 @@ async fn entries_keep_their_own_ttl_and_age() {
     let entry = Entry {
         ttl: Some(Duration::from_secs(600)),
         age: Duration::from_secs(100),
+        copy: true,
         ..Entry::PLAIN
     };
     t.put(&key(1), &Bytes::from_static(b"{}"), &entry)
@@ -135,6 +136,7 @@ async fn entries_keep_their_own_ttl_and_age() {
     let old = Entry {
         ttl: Some(Duration::from_millis(10)),
         age: Duration::from_millis(50),
+        copy: true,
         ..Entry::PLAIN
     };
     t.put(&key(2), &Bytes::from_static(b"{}"), &old)

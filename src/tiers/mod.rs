@@ -108,9 +108,11 @@ pub struct Entry<'a> {
     pub watch: Option<&'a Watch>,
     /// Its freshness lifetime (adapted, or a negative entry's); the tier's own when `None`.
     pub ttl: Option<Duration>,
-    /// How old it already is; zero for an origin answer. An aged entry is a back-filled
-    /// copy: it lives at most the tier's own TTL from now, and never past the original.
+    /// How old it already is; zero for an origin answer.
     pub age: Duration,
+    /// A back-filled copy of a lower tier's entry: it lives at most this tier's own TTL
+    /// from now, and never past the original.
+    pub copy: bool,
 }
 
 impl Entry<'_> {
@@ -121,6 +123,7 @@ impl Entry<'_> {
         watch: None,
         ttl: None,
         age: Duration::ZERO,
+        copy: false,
     };
 }
 
