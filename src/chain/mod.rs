@@ -38,7 +38,7 @@ pub use flight::{FlightResult, Flights, Publisher, Role};
 pub use purge::{Purged, Reach};
 pub use storable::Shape;
 use ttl::Previous;
-pub use ttl::{Bounds, Keep, TtlRule};
+pub use ttl::{Bounds, TtlRule};
 pub use variants::Variants;
 
 /// Where an answer came from.

@@ -41,7 +41,7 @@ impl Freshness {
                 Histogram::with_opts(
                     HistogramOpts::new(
                         "codette_cache_ttl_seconds",
-                        "TTL each origin answer was stored with (adapted when [cache.adaptive_ttl] is on).",
+                        "TTL each origin answer was stored with: adapted, negative, or [cache] ttl_secs (a tier's own ttl_secs is not seen here).",
                     )
                     .buckets(TTL_BUCKETS.to_vec()),
                 )

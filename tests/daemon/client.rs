@@ -115,6 +115,15 @@ pub(crate) async fn redis_state(d: &Daemon) -> String {
         .to_owned()
 }
 
+/// Waits up to `limit` for `/readyz` to answer 200.
+pub(crate) async fn wait_ready(d: &Daemon, limit: Duration) -> bool {
+    poll(limit, async || {
+        (d.get_json("/readyz").await.0 == 200).then_some(())
+    })
+    .await
+    .is_some()
+}
+
 /// Waits up to `limit` for the redis tier to report `want`.
 pub(crate) async fn wait_redis_state(d: &Daemon, want: &str, limit: Duration) -> bool {
     poll(limit, async || (redis_state(d).await == want).then_some(()))

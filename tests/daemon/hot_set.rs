@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use crate::client::ask;
+use crate::client::{ask, wait_ready};
 use crate::common::{API_KEY, Daemon, Postgrest, TestPostgres, toml_str};
-use crate::{memory, poll, run, supabase};
+use crate::{memory, run, supabase};
 
 fn hot_config(rest: &Postgrest, path: &std::path::Path) -> String {
     format!(
@@ -16,13 +16,6 @@ fn hot_config(rest: &Postgrest, path: &std::path::Path) -> String {
         memory(300),
         supabase(rest)
     )
-}
-
-async fn wait_ready(d: &Daemon) {
-    let ready = poll(Duration::from_secs(15), async || {
-        (d.get_json("/readyz").await.0 == 200).then_some(())
-    });
-    assert!(ready.await.is_some(), "never ready:\n{}", d.logs());
 }
 
 /// 20 hot keys asked often and 40 cold ones once, against a 300 ms origin; after a
@@ -40,7 +33,11 @@ fn the_hot_set_survives_a_restart() {
         let cold: Vec<String> = (0..40).map(|i| format!("cold question {i}")).collect();
 
         let mut d = Daemon::start(&config);
-        wait_ready(&d).await;
+        assert!(
+            wait_ready(&d, Duration::from_secs(15)).await,
+            "never ready:\n{}",
+            d.logs()
+        );
         for round in 0..5 {
             let asks = hot.iter().map(|m| ask(&d, m));
             for answer in futures_util::future::join_all(asks).await {
@@ -66,7 +63,11 @@ fn the_hot_set_survives_a_restart() {
 
         let calls = rest.calls();
         let d = Daemon::start(&config);
-        wait_ready(&d).await;
+        assert!(
+            wait_ready(&d, Duration::from_secs(15)).await,
+            "never ready:\n{}",
+            d.logs()
+        );
         assert_eq!(rest.calls() - calls, 20, "warming fetched the hot set");
         for m in &hot {
             let answer = ask(&d, m).await;
@@ -88,7 +89,11 @@ fn a_corrupt_hot_set_is_ignored() {
         for corrupt in [&b"\xff\xfe\x00 not text"[..], b"{\"message\": 5}\n{\"messa"] {
             std::fs::write(&path, corrupt).unwrap();
             let d = Daemon::start(&hot_config(&rest, &path));
-            wait_ready(&d).await;
+            assert!(
+                wait_ready(&d, Duration::from_secs(15)).await,
+                "never ready:\n{}",
+                d.logs()
+            );
             assert_eq!(ask(&d, "how to use reverb in mixing").await.status, 200);
             assert!(d.logs().contains("hot set"), "{}", d.logs());
         }

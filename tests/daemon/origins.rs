@@ -4,13 +4,15 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::client::{ask, ask_body, ask_ok, origin_text, redis_value, stats, u, wait_redis_state};
+use crate::client::{
+    ask, ask_body, ask_ok, origin_text, redis_value, stats, u, wait_ready, wait_redis_state,
+};
 use crate::common::{
     API_KEY, Daemon, Postgrest, TestPostgres, TestRedis, config_memory_postgrest, postgres_origin,
     redis_tier,
 };
 use crate::{
-    ANALYSIS, ANALYSIS_FILE, ANALYSIS_KEY, REVERB, REVERB_KEY, config, memory, poll, run, supabase,
+    ANALYSIS, ANALYSIS_FILE, ANALYSIS_KEY, REVERB, REVERB_KEY, config, memory, run, supabase,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -167,11 +169,8 @@ fn postgres_origin_serves_and_readyz_follows_the_database() {
         assert_eq!(d.get_json("/healthz").await.0, 200);
 
         pg.start_again();
-        let ready = poll(Duration::from_secs(5), async || {
-            (d.get_json("/readyz").await.0 == 200).then_some(())
-        });
         assert!(
-            ready.await.is_some(),
+            wait_ready(&d, Duration::from_secs(5)).await,
             "/readyz not 200 after PostgreSQL came back"
         );
         assert_eq!(ask_ok(&d, "mastering chain").await.source(), "origin");

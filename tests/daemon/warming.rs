@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::client::{ask_body, stats, u};
+use crate::client::{ask_body, stats, u, wait_ready};
 use crate::common::{ADMIN_TOKEN, API_KEY, Daemon, Postgrest, TestPostgres, toml_str};
-use crate::{config, memory, poll, run, supabase};
+use crate::{config, memory, run, supabase};
 
 const LIST: &str = "how to use reverb in mixing\n\
     {\"message\": \"audio analysis\", \"filename\": \"effect_chain.ts\"}\n\
@@ -58,10 +58,8 @@ fn the_start_up_list_is_warm_before_ready() {
         let (code, body) = d.get_json("/readyz").await;
         assert_eq!(code, 503, "{body}");
         assert!(body["reasons"].to_string().contains("warming"), "{body}");
-        let ready = poll(Duration::from_secs(10), async || {
-            (d.get_json("/readyz").await.0 == 200).then_some(())
-        });
-        assert!(ready.await.is_some(), "never ready:\n{}", d.logs());
+        let ready = wait_ready(&d, Duration::from_secs(10)).await;
+        assert!(ready, "never ready:\n{}", d.logs());
         assert_eq!(rest.calls(), 3);
         all_hits(&d).await;
         assert!(d.logs().contains("line 5"), "{}", d.logs());
