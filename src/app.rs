@@ -78,10 +78,10 @@ pub fn build_state(config: Config, metrics: Arc<Metrics>) -> Result<State, AppEr
         source,
     })?;
     let instance_id = format!("{:016x}", rand::random::<u64>());
-    let broadcast = match config.redis_url().filter(|_| config.broadcasts()) {
-        Some(url) => Some(Arc::new(
+    let broadcast = match config.shared_redis().filter(|_| config.broadcasts()) {
+        Some(nodes) => Some(Arc::new(
             Broadcast::new(
-                url,
+                &nodes,
                 &config.invalidation.channel,
                 &instance_id,
                 Arc::clone(&metrics),

@@ -7,16 +7,23 @@
 pub enum TierKind {
     Memory,
     Redis,
+    RedisCluster,
 }
 
 impl TierKind {
-    pub const ALL: [TierKind; 2] = [TierKind::Memory, TierKind::Redis];
+    pub const ALL: [TierKind; 3] = [TierKind::Memory, TierKind::Redis, TierKind::RedisCluster];
 
     pub fn as_str(self) -> &'static str {
         match self {
             TierKind::Memory => "memory",
             TierKind::Redis => "redis",
+            TierKind::RedisCluster => "redis_cluster",
         }
+    }
+
+    /// A tier every instance of a group shares (invalidations need no broadcast there).
+    pub fn is_shared(self) -> bool {
+        self != TierKind::Memory
     }
 
     /// Position in [`TierKind::ALL`], for per-kind metric arrays.

@@ -8,7 +8,7 @@ use crate::chain::Chain;
 use crate::metrics::{
     EvictionCause, Metrics, OriginResult, Outcome, Percentiles, TierOp, ValueRejection,
 };
-use crate::tiers::{Health, Size, TierKind};
+use crate::tiers::{Health, Size, TierKind, Topology};
 
 /// One configured tier as seen now.
 #[derive(Debug, Clone)]
@@ -22,6 +22,8 @@ pub struct TierState {
     pub ops: Vec<(TierOp, Percentiles)>,
     /// Values found but not served, by reason.
     pub rejected: Vec<(ValueRejection, u64)>,
+    /// A distributed tier's nodes.
+    pub topology: Option<Topology>,
 }
 
 /// The figures at one moment.
@@ -92,6 +94,7 @@ impl Snapshot {
                 TierState {
                     kind: t.kind(),
                     health: t.health(),
+                    topology: t.topology(),
                     size,
                     hits: metrics.count(Outcome::Hit(t.kind())),
                     errors: metrics.tier_errors(t.kind()),
@@ -129,7 +132,11 @@ impl Snapshot {
                 .iter()
                 .map(|&c| (c, metrics.evictions(TierKind::Memory, c)))
                 .collect(),
-            redis_reconnects: metrics.reconnects(TierKind::Redis),
+            redis_reconnects: TierKind::ALL
+                .into_iter()
+                .filter(|k| k.is_shared())
+                .map(|k| metrics.reconnects(k))
+                .sum(),
             tiers,
             origin_kind: chain.origin().kind(),
             origin_step: chain.origin().describe(),
@@ -180,6 +187,11 @@ impl Snapshot {
         self.tiers.iter().find(|t| t.kind == kind)
     }
 
+    /// The first tier every instance shares (Redis or a Redis Cluster).
+    pub fn shared_tier(&self) -> Option<&TierState> {
+        self.tiers.iter().find(|t| t.kind.is_shared())
+    }
+
     pub fn memory_size(&self) -> Size {
         self.tier(TierKind::Memory)
             .map(|t| t.size)
@@ -193,11 +205,15 @@ impl Snapshot {
             .map_or(0, |(_, n)| *n)
     }
 
-    /// "dual" when memory and Redis both serve, "memory-only" when Redis is absent or
-    /// down, "redis-only" with Redis alone, "origin-only" when no tier serves.
+    /// "dual" when memory and Redis (one server or a cluster) both serve, "memory-only"
+    /// when Redis is absent or down, "redis-only" with Redis alone, "origin-only" when
+    /// no tier serves.
     pub fn mode(&self) -> &'static str {
-        let serving = |k| self.tier(k).is_some_and(|t| t.health.is_serving());
-        match (serving(TierKind::Memory), serving(TierKind::Redis)) {
+        let serving = |t: Option<&TierState>| t.is_some_and(|t| t.health.is_serving());
+        match (
+            serving(self.tier(TierKind::Memory)),
+            serving(self.shared_tier()),
+        ) {
             (true, true) => "dual",
             (true, false) => "memory-only",
             (false, true) => "redis-only",

@@ -2,7 +2,6 @@
 
 use super::{Advice, AdviceConfig, Rule, Severity};
 use crate::stats::Snapshot;
-use crate::tiers::TierKind;
 
 pub struct RedisDisconnected;
 
@@ -12,11 +11,11 @@ impl Rule for RedisDisconnected {
     }
 
     fn evaluate(&self, s: &Snapshot, _: &AdviceConfig) -> Vec<Advice> {
-        match s.tier(TierKind::Redis) {
+        match s.shared_tier() {
             Some(t) if !t.health.is_serving() => vec![Advice::new(
                 "redis_disconnected",
                 Severity::Critical,
-                "Redis is configured but disconnected: serving from memory and the origin; check `redis-cli ping` and the redis tier's url".into(),
+                "Redis is configured but disconnected: serving from memory and the origin; check `redis-cli ping` (or `redis-cli cluster info`) and the tier's url or nodes".into(),
                 "redis_up",
                 0.0,
             )],
@@ -33,7 +32,7 @@ impl Rule for NoSharedTier {
     }
 
     fn evaluate(&self, s: &Snapshot, c: &AdviceConfig) -> Vec<Advice> {
-        if s.tier(TierKind::Redis).is_some() {
+        if s.shared_tier().is_some() {
             return Vec::new();
         }
         let n = f64::from(c.expected_instances);

@@ -26,6 +26,7 @@ fn tier(kind: TierKind, health: Health) -> TierState {
         errors: 0,
         ops: Vec::new(),
         rejected: Vec::new(),
+        topology: None,
     }
 }
 

@@ -260,9 +260,11 @@ impl Config {
         problems.extend(self.invalidation.validate());
         problems.extend(self.warm.validate());
         problems.extend(self.dashboard.validate());
-        if self.invalidation.broadcast == Some(true) && self.redis_url().is_none() {
-            problems
-                .push("invalidation.broadcast = true needs a redis tier (its url is used)".into());
+        if self.invalidation.broadcast == Some(true) && self.shared_redis().is_none() {
+            problems.push(
+                "invalidation.broadcast = true needs a redis or redis_cluster tier (its nodes are used)"
+                    .into(),
+            );
         }
         if problems.is_empty() {
             Ok(())
@@ -271,19 +273,21 @@ impl Config {
         }
     }
 
-    /// The redis tier's URL, if there is one.
-    pub fn redis_url(&self) -> Option<&str> {
+    /// The URLs of the first Redis tier (one server, or a cluster's seed nodes): where
+    /// the invalidation broadcast runs.
+    pub fn shared_redis(&self) -> Option<Vec<String>> {
         self.tiers.iter().find_map(|t| match t {
-            TierConfig::Redis(c) => Some(c.url.as_str()),
+            TierConfig::Redis(c) => Some(vec![c.url.clone()]),
+            TierConfig::RedisCluster(c) => Some(c.nodes.clone()),
             TierConfig::Memory(_) => None,
         })
     }
 
-    /// Whether invalidations are broadcast: as configured, else when a redis tier exists.
+    /// Whether invalidations are broadcast: as configured, else when a Redis tier exists.
     pub fn broadcasts(&self) -> bool {
         self.invalidation
             .broadcast
-            .unwrap_or_else(|| self.redis_url().is_some())
+            .unwrap_or_else(|| self.shared_redis().is_some())
     }
 
     /// The listen address (validated at load).

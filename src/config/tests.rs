@@ -31,6 +31,12 @@ url = "redis://x"
 timeout_ms = 1
 connect_timeout_ms = 1
 ttl_secs = 1"#,
+        r#"type = "redis_cluster"
+nodes = ["redis://x:7001"]
+timeout_ms = 1
+connect_timeout_ms = 1
+read_from_replicas = true
+ttl_secs = 1"#,
     ];
     for tier in extra {
         let t: TierConfig = toml::from_str(tier).unwrap();
@@ -181,6 +187,35 @@ fn all_problems_are_reported() {
     ] {
         assert!(err.contains(needle), "{needle} missing from: {err}");
     }
+}
+
+/// A cluster tier needs nodes, each a Redis URL; the message says what to write.
+#[test]
+fn cluster_nodes_are_checked() {
+    let err = Config::from_toml("[[tiers]]\ntype = \"redis_cluster\"")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nodes must name at least one node"), "{err}");
+    let err = Config::from_toml(
+        "[[tiers]]\ntype = \"redis_cluster\"\nnodes = [\"redis://127.0.0.1:7001\", \"http://nope\"]",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("node \"http://nope\" is not a Redis URL"),
+        "{err}"
+    );
+    assert!(!err.contains("7001"), "{err}");
+    let c = Config::from_toml(
+        "[[tiers]]\ntype = \"redis_cluster\"\nnodes = [\"redis://app:hunter2@127.0.0.1:7001\"]",
+    )
+    .unwrap();
+    assert_eq!(
+        c.shared_redis(),
+        Some(vec!["redis://app:hunter2@127.0.0.1:7001".to_owned()])
+    );
+    assert!(!c.to_redacted_toml().contains("hunter2"));
+    assert!(c.broadcasts());
 }
 
 /// check-config output redacts keys, passwords and tokens.

@@ -98,7 +98,10 @@ impl Counts {
         Self {
             by_source: BySource {
                 memory: metrics.count(Outcome::Hit(TierKind::Memory)),
-                redis: metrics.count(Outcome::Hit(TierKind::Redis)),
+                redis: sum(&mut TierKind::ALL
+                    .into_iter()
+                    .filter(|k| k.is_shared())
+                    .map(Outcome::Hit)),
                 origin: metrics.count(Outcome::Miss),
                 stale: sum(&mut TierKind::ALL.into_iter().map(Outcome::Stale)),
                 error: metrics.count(Outcome::Error),

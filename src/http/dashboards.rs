@@ -183,7 +183,7 @@ fn metrics(_: &Shared, s: &Snapshot) -> Value {
 
 fn dashboard(state: &Shared, s: &Snapshot) -> Value {
     let memory = s.memory_size();
-    let redis = s.tier(TierKind::Redis);
+    let redis = s.shared_tier();
     let advice = advice::evaluate(s, &state.config.load().advice);
     let recommendations: Vec<&str> = advice.iter().map(|a| a.message.as_str()).collect();
     json!({
@@ -251,6 +251,7 @@ fn status(state: &Shared, s: &Snapshot) -> Value {
         .map(|t| match t.kind() {
             TierKind::Memory => "In-memory cache",
             TierKind::Redis => "Redis (if enabled and connected)",
+            TierKind::RedisCluster => "Redis Cluster (if enabled and connected)",
         })
         .collect();
     chain.push(s.origin_step);
@@ -263,14 +264,22 @@ fn status(state: &Shared, s: &Snapshot) -> Value {
                 .iter()
                 .map(|(why, n)| (why.as_str().to_owned(), json!(n)))
                 .collect();
-            json!({"tier": t.kind.as_str(), "status": t.health.as_str(), "rejected_values": rejected})
+            let mut tier = json!({"tier": t.kind.as_str(), "status": t.health.as_str(), "rejected_values": rejected});
+            if let Some(topology) = t.topology {
+                tier["cluster"] = json!({
+                    "state": topology.state,
+                    "known_nodes": topology.known_nodes,
+                    "masters": topology.masters,
+                });
+            }
+            tier
         })
         .collect();
     let breaker = state.chain.breaker();
     json!({
         "cache_backends": {
             "memory_cache": backend(TierKind::Memory),
-            "redis_cache": backend(TierKind::Redis),
+            "redis_cache": s.shared_tier().map_or("disabled", |t| t.health.as_str()),
         },
         "current_mode": s.mode(),
         "fallback_chain": chain,

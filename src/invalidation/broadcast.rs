@@ -1,11 +1,14 @@
 //! The two Redis connections of the invalidation broadcast: a connection manager that
-//! publishes, and a dedicated pub/sub connection that receives. The subscriber never
+//! publishes, and a dedicated pub/sub connection that receives. On a Redis Cluster a
+//! message published on any node reaches subscribers on every node, so both ends use
+//! one node at a time and move to the next seed node when theirs fails. The subscriber never
 //! trusts a gap: whenever it (re)subscribes, and whenever its connection ends (redis-rs
 //! pub/sub never reconnects; the stream's end is the signal), it empties the memory tier,
 //! since messages sent meanwhile are lost. It retries with a backoff; start-up never
 //! waits on it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
@@ -23,8 +26,10 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// This instance's end of the broadcast.
 pub struct Broadcast {
-    client: redis::Client,
-    publisher: ConnectionManager,
+    /// One per node (a single server has one), each with its lazy publisher.
+    nodes: Vec<(redis::Client, ConnectionManager)>,
+    /// The node the last publish went through.
+    publishing: AtomicUsize,
     channel: String,
     instance_id: String,
     subscription: Arc<Subscription>,
@@ -32,26 +37,32 @@ pub struct Broadcast {
 }
 
 impl Broadcast {
-    /// Prepares both ends; connects to nothing yet.
+    /// Prepares both ends on `urls` (a server, or a cluster's seed nodes); connects to
+    /// nothing yet.
     ///
     /// # Errors
     /// The redis client's error for a URL it cannot use.
     pub fn new(
-        url: &str,
+        urls: &[String],
         channel: &str,
         instance_id: &str,
         metrics: Arc<Metrics>,
     ) -> redis::RedisResult<Self> {
-        let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CALL_TIMEOUT))
             .set_response_timeout(Some(CALL_TIMEOUT))
             .set_number_of_retries(1);
-        let publisher = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let mut nodes = Vec::with_capacity(urls.len());
+        for url in urls {
+            let client = redis::Client::open(url.as_str())?;
+            let publisher =
+                ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
+            nodes.push((client, publisher));
+        }
         metrics.set_invalidation_subscribed(channel, false);
         Ok(Self {
-            client,
-            publisher,
+            nodes,
+            publishing: AtomicUsize::new(0),
             channel: channel.to_owned(),
             instance_id: instance_id.to_owned(),
             subscription: Arc::default(),
@@ -78,24 +89,28 @@ impl Broadcast {
             sent_at_ms: now_ms(),
         };
         let payload = serde_json::to_string(&message).unwrap_or_default();
-        let mut conn = self.publisher.clone();
         let mut command = redis::cmd("PUBLISH");
         command.arg(&self.channel).arg(payload);
-        let publish = command.query_async::<i64>(&mut conn);
-        match tokio::time::timeout(CALL_TIMEOUT, publish).await {
-            Ok(Ok(receivers)) => {
-                tracing::debug!(
-                    receivers,
-                    op = message.op.as_str(),
-                    "invalidation published"
-                );
+        // The node that worked last first, then each other one.
+        let first = self.publishing.load(Ordering::Relaxed);
+        let mut error = String::new();
+        for i in (0..self.nodes.len()).map(|n| (first + n) % self.nodes.len()) {
+            let mut conn = self.nodes[i].1.clone();
+            let publish = command.query_async::<i64>(&mut conn);
+            match tokio::time::timeout(CALL_TIMEOUT, publish).await {
+                Ok(Ok(receivers)) => {
+                    self.publishing.store(i, Ordering::Relaxed);
+                    tracing::debug!(
+                        receivers,
+                        op = message.op.as_str(),
+                        "invalidation published"
+                    );
+                    return;
+                }
+                Ok(Err(e)) => error = e.to_string(),
+                Err(_) => error = "timed out".into(),
             }
-            Ok(Err(e)) => self.publish_failed(&e),
-            Err(_) => self.publish_failed(&"timed out"),
         }
-    }
-
-    fn publish_failed(&self, error: &dyn std::fmt::Display) {
         self.metrics.invalidation_publish_failed();
         tracing::warn!(%error, channel = self.channel, "invalidation not published; other instances keep their entries until their TTL");
     }
@@ -109,9 +124,10 @@ impl Broadcast {
 
     async fn subscribe_forever(&self, chain: &Chain) {
         let mut pause = RETRY_FIRST;
-        loop {
+        for node in (0..self.nodes.len()).cycle() {
+            let client = &self.nodes[node].0;
             let attempt = async {
-                let mut pubsub = self.client.get_async_pubsub().await?;
+                let mut pubsub = client.get_async_pubsub().await?;
                 pubsub.subscribe(&self.channel).await?;
                 redis::RedisResult::Ok(pubsub)
             };
@@ -137,8 +153,11 @@ impl Broadcast {
                 Ok(Err(e)) => tracing::debug!(error = %e, "invalidation subscribe failed"),
                 Err(_) => tracing::debug!("invalidation subscribe timed out"),
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(RETRY_MAX);
+            // The next node at once; the whole list again only after a pause.
+            if node + 1 == self.nodes.len() {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RETRY_MAX);
+            }
         }
     }
 

@@ -60,7 +60,8 @@ pub struct Metrics {
     coalesced: IntCounter,
     entries: IntGaugeVec,
     memory_bytes: IntGauge,
-    tier_up: Vec<IntGauge>,
+    /// Made on the first `set_tier_up`: only configured tiers have a series.
+    tier_up: IntGaugeVec,
     reconnects: Vec<IntCounter>,
     reload_ok: IntGauge,
     reloads: IntCounterVec,
@@ -139,15 +140,11 @@ impl Metrics {
             &EvictionCause::ALL.map(EvictionCause::as_str),
         );
 
-        let up = r.gauge_vec(
+        let tier_up = r.gauge_vec(
             "codette_cache_tier_up",
             "1 while a tier serves, 0 while requests skip it.",
             &["tier"],
         );
-        let tier_up = TierKind::ALL
-            .iter()
-            .map(|k| up.with_label_values(&[k.as_str()]))
-            .collect();
         let reconnect = r.counter_vec(
             "codette_cache_tier_reconnects_total",
             "Times a remote tier came back after being down.",

@@ -102,7 +102,9 @@ impl Metrics {
     }
 
     pub fn set_tier_up(&self, tier: TierKind, up: bool) {
-        self.tier_up[tier.index()].set(i64::from(up));
+        self.tier_up
+            .with_label_values(&[tier.as_str()])
+            .set(i64::from(up));
     }
 
     pub fn tier_reconnected(&self, tier: TierKind) {

@@ -6,7 +6,11 @@
 
 pub mod memory;
 pub mod redis;
+pub mod redis_cluster;
+mod redis_cluster_fence;
+mod redis_cluster_nodes;
 mod redis_fence;
+mod redis_link;
 mod tag_index;
 
 use std::future::Future;
@@ -23,6 +27,7 @@ use crate::tags::Tag;
 
 pub use memory::{MemoryConfig, MemoryTier};
 pub use redis::{RedisConfig, RedisTier};
+pub use redis_cluster::{RedisClusterConfig, RedisClusterTier};
 
 /// `[[tiers]]`: one table per tier, in look-up order.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -30,6 +35,7 @@ pub use redis::{RedisConfig, RedisTier};
 pub enum TierConfig {
     Memory(MemoryConfig),
     Redis(RedisConfig),
+    RedisCluster(RedisClusterConfig),
 }
 
 impl TierConfig {
@@ -37,6 +43,7 @@ impl TierConfig {
         match self {
             TierConfig::Memory(_) => TierKind::Memory,
             TierConfig::Redis(_) => TierKind::Redis,
+            TierConfig::RedisCluster(_) => TierKind::RedisCluster,
         }
     }
 
@@ -45,6 +52,7 @@ impl TierConfig {
         match self {
             TierConfig::Memory(c) => c.ttl_secs,
             TierConfig::Redis(c) => c.ttl_secs,
+            TierConfig::RedisCluster(c) => c.ttl_secs,
         }
     }
 
@@ -52,12 +60,15 @@ impl TierConfig {
         match self {
             TierConfig::Memory(c) => c.validate(),
             TierConfig::Redis(c) => c.validate(),
+            TierConfig::RedisCluster(c) => c.validate(),
         }
     }
 
     pub(crate) fn redact(&mut self) {
-        if let TierConfig::Redis(c) = self {
-            c.url = crate::secret::redact_url(&c.url);
+        match self {
+            TierConfig::Memory(_) => {}
+            TierConfig::Redis(c) => c.url = crate::secret::redact_url(&c.url),
+            TierConfig::RedisCluster(c) => c.redact(),
         }
     }
 
@@ -69,6 +80,7 @@ impl TierConfig {
         Ok(match self {
             TierConfig::Memory(c) => Tier::Memory(MemoryTier::new(c, ctx)),
             TierConfig::Redis(c) => Tier::Redis(RedisTier::new(c, ctx)?),
+            TierConfig::RedisCluster(c) => Tier::RedisCluster(RedisClusterTier::new(c, ctx)?),
         })
     }
 }
@@ -132,6 +144,8 @@ impl Entry<'_> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Watch {
     pub(crate) versions: Vec<i64>,
+    /// When it was taken, for a tier whose registration has a lease.
+    pub(crate) taken: Option<std::time::Instant>,
 }
 
 /// Live state of a tier, as reported by status routes. Reading it never waits.
@@ -166,6 +180,17 @@ pub struct Size {
     pub bytes: Option<u64>,
     /// The byte bound, when the tier has one.
     pub max_bytes: Option<u64>,
+}
+
+/// A distributed tier's nodes, as its probe last saw them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Topology {
+    /// `ok`, `fail` (the cluster's own verdict) or `unknown` (no node answered).
+    pub state: &'static str,
+    /// Nodes the cluster knows, masters and replicas.
+    pub known_nodes: u32,
+    /// Masters serving slots.
+    pub masters: u32,
 }
 
 /// Why a tier operation failed. The chain skips the tier for that request.
@@ -218,6 +243,10 @@ pub trait CacheTier: Send + Sync {
     fn health(&self) -> Health;
     /// Locally known size.
     fn size(&self) -> Size;
+    /// What a distributed tier last learnt of its nodes; never waits.
+    fn topology(&self) -> Option<Topology> {
+        None
+    }
     /// Applies a reloaded TTL to future reads and writes.
     fn set_ttl(&self, ttl: Duration, stale_retention: Duration);
 }
@@ -226,6 +255,7 @@ pub trait CacheTier: Send + Sync {
 pub enum Tier {
     Memory(MemoryTier),
     Redis(RedisTier),
+    RedisCluster(RedisClusterTier),
 }
 
 /// Dispatches one expression over every variant.
@@ -234,6 +264,7 @@ macro_rules! each_tier {
         match $tier {
             Tier::Memory($t) => $body,
             Tier::Redis($t) => $body,
+            Tier::RedisCluster($t) => $body,
         }
     };
 }
@@ -243,6 +274,7 @@ impl Tier {
         match self {
             Tier::Memory(_) => TierKind::Memory,
             Tier::Redis(_) => TierKind::Redis,
+            Tier::RedisCluster(_) => TierKind::RedisCluster,
         }
     }
 
@@ -281,6 +313,10 @@ impl Tier {
 
     pub fn size(&self) -> Size {
         each_tier!(self, t => t.size())
+    }
+
+    pub fn topology(&self) -> Option<Topology> {
+        each_tier!(self, t => t.topology())
     }
 
     pub fn set_ttl(&self, ttl: Duration, stale_retention: Duration) {

@@ -39,6 +39,15 @@ pub fn redis_tier(url: &str, timeout_ms: u64, ttl_secs: u64) -> String {
     )
 }
 
+pub fn redis_cluster_tier(nodes: &[String], timeout_ms: u64, ttl_secs: u64) -> String {
+    let nodes: Vec<String> = nodes.iter().map(|n| toml_str(n)).collect();
+    format!(
+        "[[tiers]]\ntype = \"redis_cluster\"\nnodes = [{}]\ntimeout_ms = {timeout_ms}\n\
+         ttl_secs = {ttl_secs}\n\n",
+        nodes.join(", ")
+    )
+}
+
 pub fn sample_origin() -> String {
     "[origin]\ntype = \"sample\"\n\n".to_string()
 }

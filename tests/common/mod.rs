@@ -10,6 +10,7 @@ pub mod postgres;
 pub mod postgrest;
 pub mod process;
 pub mod redis;
+pub mod redis_cluster;
 
 pub use config::*;
 pub use daemon::Daemon;
@@ -17,3 +18,4 @@ pub use ports::free_port;
 pub use postgres::TestPostgres;
 pub use postgrest::{API_KEY, Postgrest};
 pub use redis::TestRedis;
+pub use redis_cluster::TestCluster;

@@ -1,7 +1,7 @@
-//! The Redis tier's fence, through the library against a real redis-server: a write
-//! whose watch was taken before a purge of its key, of one of its tags, or a clear, is
-//! refused, whichever instance purged; unrelated purges refuse nothing; the value stays
-//! the plain JSON the original server reads.
+//! The Redis tiers' fences, through the library against a real redis-server and a real
+//! Redis Cluster: a write whose watch was taken before a purge of its key, of one of its
+//! tags, or a clear, is refused, whichever instance purged; unrelated purges refuse
+//! nothing; the value stays the plain JSON the original server reads.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,16 +14,15 @@ use codette_cache::tiers::{BuildContext, Entry, Tier, TierConfig};
 use figment::Figment;
 use figment::providers::{Format, Toml};
 
-use crate::common::{TestRedis, redis_tier};
+use crate::common::{TestCluster, TestRedis, redis_cluster_tier, redis_tier};
 use crate::run;
 
-fn tier(redis: &TestRedis) -> Tier {
+fn tier(toml: &str) -> Tier {
     #[derive(serde::Deserialize)]
     struct Tiers {
         tiers: Vec<TierConfig>,
     }
-    let toml = redis_tier(&redis.url(), 1_000, 300);
-    let Tiers { tiers } = Figment::from(Toml::string(&toml))
+    let Tiers { tiers } = Figment::from(Toml::string(toml))
         .extract()
         .expect("tier config");
     tiers[0]
@@ -68,51 +67,74 @@ async fn write(writer: &Tier, purger: &Tier, key: &Key, tags: &[Tag], between: B
 fn purges_refuse_writes_watched_before_them() {
     run(async {
         let redis = TestRedis::start();
+        let toml = redis_tier(&redis.url(), 1_000, 300);
         // Two instances of the group: one writes, the other purges.
-        let (writer, purger) = (tier(&redis), tier(&redis));
-        let key = Key::derive("what did I ask before", Some("mix.wav"), false);
-        let tags = [
-            Tag::Snippets,
-            Tag::User("what did I ask before".into()),
-            Tag::File("mix.wav".into()),
-            Tag::User("u-1".into()),
-        ];
-        let write = async |between| write(&writer, &purger, &key, &tags, between).await;
-
-        assert!(write(Between::Nothing).await, "an unpurged write is stored");
-        let stored = redis.cmd(&["GET", key.as_str()]);
-        assert!(
-            stored.starts_with(r#"{"snippets":[]"#),
-            "not plain JSON: {stored}"
-        );
-        let unrelated = Between::PurgeTag(Tag::User("someone else".into()));
-        assert!(write(unrelated).await, "an unrelated purge refused it");
-
-        for (purge, what) in [
-            (Between::PurgeTag(Tag::File("mix.wav".into())), "its file"),
-            (Between::PurgeTag(Tag::User("u-1".into())), "its user"),
-            (Between::PurgeKey, "its key"),
-            (Between::Clear, "everything"),
-        ] {
-            assert!(!write(purge).await, "stored after a purge of {what}");
-            assert!(
-                write(Between::Nothing).await,
-                "a watch after the purge stores"
-            );
-        }
-        // A purge by tag finds the entry through its index.
-        assert_eq!(
-            purger
-                .remove_tags(&[Tag::File("mix.wav".into())])
-                .await
-                .unwrap(),
-            1
-        );
-        assert!(writer.get(&key).await.unwrap().is_none());
-
-        // No watch, no write: nothing can vouch for the value.
-        let body = Bytes::from_static(b"{}");
-        writer.put(&key, &body, &Entry::PLAIN).await.unwrap();
-        assert!(writer.get(&key).await.unwrap().is_none());
+        let (writer, purger) = (tier(&toml), tier(&toml));
+        refusals(&writer, &purger, |key| redis.cmd(&["GET", key])).await;
     });
+}
+
+#[test]
+fn purges_refuse_writes_watched_before_them_on_a_cluster() {
+    let cluster = TestCluster::shared();
+    run(async {
+        let toml = redis_cluster_tier(&cluster.urls(), 1_000, 300);
+        let (writer, purger) = (tier(&toml), tier(&toml));
+        // The tiers connect in the background.
+        for t in [&writer, &purger] {
+            let up = crate::poll(Duration::from_secs(5), async || {
+                t.health().is_serving().then_some(())
+            });
+            assert!(up.await.is_some(), "the cluster tier never connected");
+        }
+        refusals(&writer, &purger, |key| cluster.cluster_cmd(&["GET", key])).await;
+    });
+}
+
+/// The fence's cases, `raw` reading a key as another Redis client would.
+async fn refusals(writer: &Tier, purger: &Tier, raw: impl Fn(&str) -> String) {
+    let key = Key::derive("what did I ask before", Some("mix.wav"), false);
+    let tags = [
+        Tag::Snippets,
+        Tag::User("what did I ask before".into()),
+        Tag::File("mix.wav".into()),
+        Tag::User("u-1".into()),
+    ];
+    let write = async |between| write(writer, purger, &key, &tags, between).await;
+
+    assert!(write(Between::Nothing).await, "an unpurged write is stored");
+    let stored = raw(key.as_str());
+    assert!(
+        stored.starts_with(r#"{"snippets":[]"#),
+        "not plain JSON: {stored}"
+    );
+    let unrelated = Between::PurgeTag(Tag::User("someone else".into()));
+    assert!(write(unrelated).await, "an unrelated purge refused it");
+
+    for (purge, what) in [
+        (Between::PurgeTag(Tag::File("mix.wav".into())), "its file"),
+        (Between::PurgeTag(Tag::User("u-1".into())), "its user"),
+        (Between::PurgeKey, "its key"),
+        (Between::Clear, "everything"),
+    ] {
+        assert!(!write(purge).await, "stored after a purge of {what}");
+        assert!(
+            write(Between::Nothing).await,
+            "a watch after the purge stores"
+        );
+    }
+    // A purge by tag finds the entry through its index.
+    assert_eq!(
+        purger
+            .remove_tags(&[Tag::File("mix.wav".into())])
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(writer.get(&key).await.unwrap().is_none());
+
+    // No watch, no write: nothing can vouch for the value.
+    let body = Bytes::from_static(b"{}");
+    writer.put(&key, &body, &Entry::PLAIN).await.unwrap();
+    assert!(writer.get(&key).await.unwrap().is_none());
 }

@@ -1,0 +1,361 @@
+//! The Redis Cluster tier: the single-server tier's keys and values (`context:<md5>`,
+//! plain JSON, `SET … EX`), spread over the cluster's masters by redis-rs's cluster
+//! client, which follows MOVED/ASK and refreshes the slot map itself. The circuit, the
+//! read and the SCAN walk are `redis_link.rs`'s, shared with the single-server tier;
+//! the fence is `redis_cluster_fence.rs`, since a cluster script reaches one slot only.
+//!
+//! The probe passes when a node says `cluster_state:ok` and every master answers PING,
+//! so a dead master keeps the tier skipped (at no cost) until its replica is promoted.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::try_join_all;
+use redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_read_routing::RandomReplicaStrategy;
+use serde::{Deserialize, Serialize};
+
+use super::redis_cluster_fence::{self as fence, LEASE, SET_SLACK_MS, WRITE_WITHIN, WRITING};
+use super::redis_cluster_nodes::{self as nodes, View};
+use super::redis_fence::{REMOVE, VERSION_TTL_MS};
+use super::redis_link::Link;
+use super::{
+    BuildContext, CacheTier, Entry, Found, Health, Size, TierError, TierKind, Topology, Watch,
+};
+use crate::key::Key;
+use crate::tags::Tag;
+
+const TIER: &str = "redis_cluster";
+/// Keys moved or removed at once by a purge (one script each, sent together).
+const PURGE_BATCH: usize = 256;
+
+/// `[[tiers]] type = "redis_cluster"`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisClusterConfig {
+    /// Seed nodes, `redis://[user:password@]host:port`; the rest are discovered.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Outer limit for one operation; past it the request moves on without the tier.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Limit for establishing a connection to one node.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Read from replicas too. Off by default: a replica may still hold a value for a
+    /// moment after its master removed it (replication is asynchronous).
+    #[serde(default)]
+    pub read_from_replicas: bool,
+    /// Freshness lifetime (`SET ... EX`); `[cache] ttl_secs` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_secs: Option<u64>,
+}
+
+fn default_timeout_ms() -> u64 {
+    50
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    1_000
+}
+
+impl RedisClusterConfig {
+    pub(crate) fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.nodes.is_empty() {
+            problems.push(
+                "nodes must name at least one node, e.g. nodes = [\"redis://127.0.0.1:7001\"]"
+                    .into(),
+            );
+        }
+        for node in &self.nodes {
+            if let Err(e) = redis::Client::open(node.as_str()) {
+                problems.push(format!(
+                    "node {:?} is not a Redis URL: {e}",
+                    crate::secret::redact_url(node)
+                ));
+            }
+        }
+        if self.timeout_ms == 0 || self.connect_timeout_ms == 0 {
+            problems.push("timeout_ms and connect_timeout_ms must be > 0".into());
+        }
+        if self.ttl_secs == Some(0) {
+            problems.push("ttl_secs must be > 0".into());
+        }
+        problems
+    }
+
+    pub(crate) fn redact(&mut self) {
+        for node in &mut self.nodes {
+            *node = crate::secret::redact_url(node);
+        }
+    }
+}
+
+/// The Redis Cluster tier.
+pub struct RedisClusterTier {
+    link: Link<ClusterConnection>,
+    view: Arc<View>,
+    ttl_secs: AtomicU64,
+    max_value_bytes: usize,
+}
+
+impl RedisClusterTier {
+    /// Creates the tier and its probe; connects in the background.
+    ///
+    /// # Errors
+    /// [`TierError::Config`] for nodes the client rejects.
+    pub fn new(config: &RedisClusterConfig, ctx: &BuildContext) -> Result<Self, TierError> {
+        let config_error = |e: redis::RedisError| TierError::Config {
+            tier: TIER,
+            message: e.to_string(),
+        };
+        let timeout = Duration::from_millis(config.timeout_ms);
+        let connect = Duration::from_millis(config.connect_timeout_ms);
+        // One quick retry (a MOVED after a failover); the outer timeout bounds the rest.
+        let mut builder = ClusterClientBuilder::new(config.nodes.clone())
+            .connection_timeout(connect)
+            .response_timeout(timeout)
+            .overall_response_timeout(Some(timeout))
+            .retries(1)
+            .min_retry_wait(5)
+            .max_retry_wait(20);
+        if config.read_from_replicas {
+            builder = builder.read_routing_strategy(RandomReplicaStrategy);
+        }
+        let client = builder.build().map_err(config_error)?;
+        let conn = client.get_pending_async_connection_with_config(
+            ClusterConfig::new()
+                .set_connection_timeout(connect)
+                .set_response_timeout(timeout),
+        );
+        let view = Arc::new(View::default());
+        let probe_view = Arc::clone(&view);
+        let check = Arc::new(move |conn| nodes::probe(conn, Arc::clone(&probe_view)).boxed());
+        Ok(Self {
+            link: Link::new(conn, TierKind::RedisCluster, timeout, &ctx.metrics, check),
+            view,
+            ttl_secs: AtomicU64::new(ctx.ttl.as_secs().max(1)),
+            max_value_bytes: ctx.max_value_bytes,
+        })
+    }
+
+    fn ttl(&self) -> u64 {
+        self.ttl_secs.load(Ordering::Relaxed)
+    }
+
+    /// Moves the version of each key and removes its value, `PURGE_BATCH` at a time.
+    async fn remove_all(&self, keys: &[String]) -> Result<u64, TierError> {
+        let mut removed = 0;
+        for batch in keys.chunks(PURGE_BATCH) {
+            let done = self
+                .link
+                .call(async |c| {
+                    try_join_all(batch.iter().map(|key| {
+                        let mut c = c.clone();
+                        let mut script = REMOVE.prepare_invoke();
+                        script
+                            .key(fence::version_of_key(key))
+                            .key(key)
+                            .arg(VERSION_TTL_MS);
+                        async move { script.invoke_async::<u64>(&mut c).await }
+                    }))
+                    .await
+                })
+                .await?;
+            removed += done.iter().sum::<u64>();
+        }
+        Ok(removed)
+    }
+}
+
+impl CacheTier for RedisClusterTier {
+    async fn get(&self, key: &Key) -> Result<Option<Found>, TierError> {
+        let ttl = Duration::from_secs(self.ttl());
+        self.link.read(key, self.max_value_bytes, ttl).await
+    }
+
+    async fn watch(&self, key: &Key, tags: &[Tag]) -> Result<Option<Watch>, TierError> {
+        let taken = Instant::now();
+        let k = key.as_str();
+        let lease_ms = LEASE.as_millis() as u64;
+        // All at once: each purge after its own registration moves the key's version,
+        // and the origin is asked only after all of them.
+        let version: Option<i64> = self
+            .link
+            .call(async |c| {
+                let mut write = fence::REGISTER_WRITE.prepare_invoke();
+                write.key(WRITING).arg(k).arg(lease_ms);
+                let registered = tags.iter().filter(|t| **t != Tag::Snippets).map(|tag| {
+                    let mut c = c.clone();
+                    let mut script = fence::REGISTER.prepare_invoke();
+                    script.key(fence::set_of_tag(tag)).arg(k).arg(lease_ms);
+                    async move { script.invoke_async::<i64>(&mut c).await }
+                });
+                let mut w = c.clone();
+                let mut v = c.clone();
+                let mut get = redis::cmd("GET");
+                get.arg(fence::version_of_key(k));
+                let (version, write, tags) = futures_util::join!(
+                    get.query_async(&mut v),
+                    write.invoke_async::<i64>(&mut w),
+                    try_join_all(registered),
+                );
+                write?;
+                tags?;
+                version
+            })
+            .await?;
+        Ok(Some(Watch {
+            versions: vec![version.unwrap_or_default()],
+            taken: Some(taken),
+        }))
+    }
+
+    async fn put(&self, key: &Key, body: &Bytes, entry: &Entry<'_>) -> Result<(), TierError> {
+        // Without a live registration no one can say the value is still current.
+        let Some(Watch {
+            versions,
+            taken: Some(taken),
+        }) = entry.watch
+        else {
+            return Ok(());
+        };
+        let [version] = versions.as_slice() else {
+            return Ok(());
+        };
+        if taken.elapsed() > WRITE_WITHIN {
+            tracing::debug!(
+                key = key.as_str(),
+                "cluster write dropped: its lease ran out"
+            );
+            return Ok(());
+        }
+        let ttl = entry.ttl.map_or_else(
+            || self.ttl(),
+            |t| t.saturating_sub(entry.age).as_secs().max(1),
+        );
+        let mut script = fence::PUT.prepare_invoke();
+        script
+            .key(key.as_str())
+            .key(fence::version_of_key(key.as_str()))
+            .arg(body.as_ref())
+            .arg(ttl)
+            .arg(*version);
+        let stored: i64 = self
+            .link
+            .call(async |c| script.invoke_async(c).await)
+            .await?;
+        if stored == 0 {
+            tracing::debug!(
+                key = key.as_str(),
+                "cluster write refused: purged since its read"
+            );
+            return Ok(());
+        }
+        // The tag sets must outlive the entry (they were made to outlive the lease).
+        let set_ms = ttl.saturating_mul(1_000).saturating_add(SET_SLACK_MS);
+        let k = key.as_str();
+        self.link
+            .call(async |c| {
+                try_join_all(entry.indexed.iter().map(|tag| {
+                    let mut c = c.clone();
+                    let mut script = fence::REGISTER.prepare_invoke();
+                    script.key(fence::set_of_tag(tag)).arg(k).arg(set_ms);
+                    async move { script.invoke_async::<i64>(&mut c).await }
+                }))
+                .await
+            })
+            .await
+            .map(drop)
+    }
+
+    async fn remove(&self, key: &Key) -> Result<(), TierError> {
+        self.remove_all(&[key.as_str().to_owned()]).await.map(drop)
+    }
+
+    async fn remove_tags(&self, tags: &[Tag]) -> Result<u64, TierError> {
+        let mut removed = 0;
+        for tag in tags.iter().filter(|t| **t != Tag::Snippets) {
+            let members: Vec<String> = self
+                .link
+                .call(async |c| {
+                    let mut script = fence::TAKE.prepare_invoke();
+                    script.key(fence::set_of_tag(tag));
+                    script.invoke_async(c).await
+                })
+                .await?;
+            removed += self.remove_all(&members).await?;
+        }
+        Ok(removed)
+    }
+
+    async fn clear(&self) -> Result<u64, TierError> {
+        // Writers first: one registered before this clear must not store after it.
+        let writing: Vec<String> = self
+            .link
+            .call(async |c| {
+                redis::cmd("ZRANGE")
+                    .arg(WRITING)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(c)
+                    .await
+            })
+            .await?;
+        let mut removed = self.remove_all(&writing).await?;
+        let addrs = self.link.call(async |c| nodes::masters(c).await).await?;
+        let pattern = format!("{}*", Key::PREFIX);
+        let mut failed = Vec::new();
+        for addr in &addrs {
+            match self
+                .link
+                .scan_unlink(&pattern, |c, step| {
+                    nodes::scan(c, addr.clone(), step).boxed()
+                })
+                .await
+            {
+                Ok(n) => removed += n,
+                Err(e) => failed.push(format!("{addr}: {e}")),
+            }
+        }
+        if failed.is_empty() {
+            Ok(removed)
+        } else {
+            Err(TierError::Backend {
+                tier: TIER,
+                message: format!(
+                    "clear failed on {} of {} masters ({}); {removed} keys removed elsewhere",
+                    failed.len(),
+                    addrs.len(),
+                    failed.join("; ")
+                ),
+            })
+        }
+    }
+
+    fn health(&self) -> Health {
+        if self.link.is_up() {
+            Health::Connected
+        } else {
+            Health::Unavailable
+        }
+    }
+
+    fn size(&self) -> Size {
+        // Counting keys would need a round trip to every master.
+        Size::default()
+    }
+
+    fn topology(&self) -> Option<Topology> {
+        Some(self.view.topology())
+    }
+
+    fn set_ttl(&self, ttl: Duration, _stale_retention: Duration) {
+        self.ttl_secs.store(ttl.as_secs().max(1), Ordering::Relaxed);
+    }
+}
