@@ -16,7 +16,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
 
 use super::redis_fence::{self as fence, VERSION_TTL_MS};
-use super::redis_link::Link;
+use super::redis_link::{self as link, Link};
 use super::{BuildContext, CacheTier, Entry, Found, Health, Size, TierError, TierKind, Watch};
 use crate::key::Key;
 use crate::tags::Tag;
@@ -31,10 +31,10 @@ pub struct RedisConfig {
     #[serde(default = "default_url")]
     pub url: String,
     /// Outer limit for one Redis operation; past it the request moves on without Redis.
-    #[serde(default = "default_timeout_ms")]
+    #[serde(default = "link::default_timeout_ms")]
     pub timeout_ms: u64,
     /// Limit for establishing a connection.
-    #[serde(default = "default_connect_timeout_ms")]
+    #[serde(default = "link::default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
     /// Freshness lifetime (`SET ... EX`); `[cache] ttl_secs` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -45,29 +45,15 @@ fn default_url() -> String {
     "redis://127.0.0.1:6379/0".into()
 }
 
-fn default_timeout_ms() -> u64 {
-    50
-}
-
-fn default_connect_timeout_ms() -> u64 {
-    1_000
-}
-
 impl RedisConfig {
     pub(crate) fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if let Err(e) = redis::Client::open(self.url.as_str()) {
-            problems.push(format!(
-                "url {:?} is not a Redis URL: {e}",
-                crate::secret::redact_url(&self.url)
-            ));
-        }
-        if self.timeout_ms == 0 || self.connect_timeout_ms == 0 {
-            problems.push("timeout_ms and connect_timeout_ms must be > 0".into());
-        }
-        if self.ttl_secs == Some(0) {
-            problems.push("ttl_secs must be > 0".into());
-        }
+        problems.extend(link::url_problem("url", &self.url));
+        problems.extend(link::limit_problems(
+            self.timeout_ms,
+            self.connect_timeout_ms,
+            self.ttl_secs,
+        ));
         problems
     }
 }

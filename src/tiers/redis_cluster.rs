@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::redis_cluster_fence::{self as fence, LEASE, SET_SLACK_MS, WRITE_WITHIN, WRITING};
 use super::redis_cluster_nodes::{self as nodes, View};
 use super::redis_fence::{REMOVE, VERSION_TTL_MS};
-use super::redis_link::Link;
+use super::redis_link::{self as link, Link};
 use super::{
     BuildContext, CacheTier, Entry, Found, Health, Size, TierError, TierKind, Topology, Watch,
 };
@@ -41,10 +41,10 @@ pub struct RedisClusterConfig {
     #[serde(default)]
     pub nodes: Vec<String>,
     /// Outer limit for one operation; past it the request moves on without the tier.
-    #[serde(default = "default_timeout_ms")]
+    #[serde(default = "link::default_timeout_ms")]
     pub timeout_ms: u64,
     /// Limit for establishing a connection to one node.
-    #[serde(default = "default_connect_timeout_ms")]
+    #[serde(default = "link::default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
     /// Read from replicas too. Off by default: a replica may still hold a value for a
     /// moment after its master removed it (replication is asynchronous).
@@ -53,14 +53,6 @@ pub struct RedisClusterConfig {
     /// Freshness lifetime (`SET ... EX`); `[cache] ttl_secs` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_secs: Option<u64>,
-}
-
-fn default_timeout_ms() -> u64 {
-    50
-}
-
-fn default_connect_timeout_ms() -> u64 {
-    1_000
 }
 
 impl RedisClusterConfig {
@@ -73,19 +65,13 @@ impl RedisClusterConfig {
             );
         }
         for node in &self.nodes {
-            if let Err(e) = redis::Client::open(node.as_str()) {
-                problems.push(format!(
-                    "node {:?} is not a Redis URL: {e}",
-                    crate::secret::redact_url(node)
-                ));
-            }
+            problems.extend(link::url_problem("node", node));
         }
-        if self.timeout_ms == 0 || self.connect_timeout_ms == 0 {
-            problems.push("timeout_ms and connect_timeout_ms must be > 0".into());
-        }
-        if self.ttl_secs == Some(0) {
-            problems.push("ttl_secs must be > 0".into());
-        }
+        problems.extend(link::limit_problems(
+            self.timeout_ms,
+            self.connect_timeout_ms,
+            self.ttl_secs,
+        ));
         problems
     }
 

@@ -1,5 +1,6 @@
 //! What the two Redis tiers (one server, a cluster) share: the circuit around every
-//! call, the read of one value, and the SCAN + UNLINK walk of one node.
+//! call, the read of one value, the SCAN + UNLINK walk of one node, and the checks of
+//! the settings they have in common.
 //!
 //! The circuit: every call has its own outer timeout (a client alone can hang for
 //! seconds after a restart or a failover). The first connection-level failure opens the
@@ -25,6 +26,40 @@ const PROBE_UP_INTERVAL: Duration = Duration::from_millis(500);
 const PROBE_DOWN_INTERVAL: Duration = Duration::from_millis(100);
 /// Keys per SCAN step when clearing; small enough not to stall Redis.
 pub const SCAN_COUNT: usize = 500;
+
+pub fn default_timeout_ms() -> u64 {
+    50
+}
+
+pub fn default_connect_timeout_ms() -> u64 {
+    1_000
+}
+
+/// `what {url:?} is not a Redis URL: …` (password hidden), if it is not one.
+pub fn url_problem(what: &str, url: &str) -> Option<String> {
+    redis::Client::open(url).err().map(|e| {
+        format!(
+            "{what} {:?} is not a Redis URL: {e}",
+            crate::secret::redact_url(url)
+        )
+    })
+}
+
+/// The limits both Redis tiers share must be positive.
+pub fn limit_problems(
+    timeout_ms: u64,
+    connect_timeout_ms: u64,
+    ttl_secs: Option<u64>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    if timeout_ms == 0 || connect_timeout_ms == 0 {
+        problems.push("timeout_ms and connect_timeout_ms must be > 0".into());
+    }
+    if ttl_secs == Some(0) {
+        problems.push("ttl_secs must be > 0".into());
+    }
+    problems
+}
 
 /// The check a probe runs: true when the tier may serve again.
 pub type Check<C> = Arc<dyn Fn(C) -> BoxFuture<'static, bool> + Send + Sync>;
