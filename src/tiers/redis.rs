@@ -7,7 +7,6 @@
 //! Failure handling is `redis_link.rs`'s circuit, with PING as its probe.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -61,8 +60,6 @@ impl RedisConfig {
 /// The Redis tier.
 pub struct RedisTier {
     link: Link<ConnectionManager>,
-    ttl_secs: AtomicU64,
-    max_value_bytes: usize,
 }
 
 impl RedisTier {
@@ -94,21 +91,14 @@ impl RedisTier {
             .boxed()
         });
         Ok(Self {
-            link: Link::new(conn, TierKind::Redis, timeout, &ctx.metrics, ping),
-            ttl_secs: AtomicU64::new(ctx.ttl.as_secs().max(1)),
-            max_value_bytes: ctx.max_value_bytes,
+            link: Link::new(conn, TierKind::Redis, timeout, ctx, ping),
         })
-    }
-
-    fn ttl(&self) -> u64 {
-        self.ttl_secs.load(Ordering::Relaxed)
     }
 }
 
 impl CacheTier for RedisTier {
     async fn get(&self, key: &Key) -> Result<Option<Found>, TierError> {
-        let ttl = Duration::from_secs(self.ttl());
-        self.link.read(key, self.max_value_bytes, ttl).await
+        self.link.read(key).await
     }
 
     async fn watch(&self, key: &Key, tags: &[Tag]) -> Result<Option<Watch>, TierError> {
@@ -140,10 +130,7 @@ impl CacheTier for RedisTier {
         for tag in entry.indexed {
             script.key(fence::set_of_tag(tag));
         }
-        let ttl = entry.ttl.map_or_else(
-            || self.ttl(),
-            |t| t.saturating_sub(entry.age).as_secs().max(1),
-        );
+        let ttl = self.link.entry_ttl_secs(entry);
         script
             .arg(body.as_ref())
             .arg(ttl)
@@ -210,11 +197,7 @@ impl CacheTier for RedisTier {
     }
 
     fn health(&self) -> Health {
-        if self.link.is_up() {
-            Health::Connected
-        } else {
-            Health::Unavailable
-        }
+        self.link.health()
     }
 
     fn size(&self) -> Size {
@@ -223,6 +206,6 @@ impl CacheTier for RedisTier {
     }
 
     fn set_ttl(&self, ttl: Duration, _stale_retention: Duration) {
-        self.ttl_secs.store(ttl.as_secs().max(1), Ordering::Relaxed);
+        self.link.set_ttl(ttl);
     }
 }

@@ -8,7 +8,6 @@
 //! so a dead master keeps the tier skipped (at no cost) until its replica is promoted.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -86,8 +85,6 @@ impl RedisClusterConfig {
 pub struct RedisClusterTier {
     link: Link<ClusterConnection>,
     view: Arc<View>,
-    ttl_secs: AtomicU64,
-    max_value_bytes: usize,
 }
 
 impl RedisClusterTier {
@@ -123,15 +120,9 @@ impl RedisClusterTier {
         let probe_view = Arc::clone(&view);
         let check = Arc::new(move |conn| nodes::probe(conn, Arc::clone(&probe_view)).boxed());
         Ok(Self {
-            link: Link::new(conn, TierKind::RedisCluster, timeout, &ctx.metrics, check),
+            link: Link::new(conn, TierKind::RedisCluster, timeout, ctx, check),
             view,
-            ttl_secs: AtomicU64::new(ctx.ttl.as_secs().max(1)),
-            max_value_bytes: ctx.max_value_bytes,
         })
-    }
-
-    fn ttl(&self) -> u64 {
-        self.ttl_secs.load(Ordering::Relaxed)
     }
 
     /// Moves the version of each key and removes its value, `PURGE_BATCH` at a time.
@@ -161,8 +152,7 @@ impl RedisClusterTier {
 
 impl CacheTier for RedisClusterTier {
     async fn get(&self, key: &Key) -> Result<Option<Found>, TierError> {
-        let ttl = Duration::from_secs(self.ttl());
-        self.link.read(key, self.max_value_bytes, ttl).await
+        self.link.read(key).await
     }
 
     async fn watch(&self, key: &Key, tags: &[Tag]) -> Result<Option<Watch>, TierError> {
@@ -221,10 +211,7 @@ impl CacheTier for RedisClusterTier {
             );
             return Ok(());
         }
-        let ttl = entry.ttl.map_or_else(
-            || self.ttl(),
-            |t| t.saturating_sub(entry.age).as_secs().max(1),
-        );
+        let ttl = self.link.entry_ttl_secs(entry);
         let mut script = fence::PUT.prepare_invoke();
         script
             .key(key.as_str())
@@ -241,6 +228,9 @@ impl CacheTier for RedisClusterTier {
                 key = key.as_str(),
                 "cluster write refused: purged since its read"
             );
+            return Ok(());
+        }
+        if entry.indexed.is_empty() {
             return Ok(());
         }
         // The tag sets must outlive the entry (they were made to outlive the lease).
@@ -325,11 +315,7 @@ impl CacheTier for RedisClusterTier {
     }
 
     fn health(&self) -> Health {
-        if self.link.is_up() {
-            Health::Connected
-        } else {
-            Health::Unavailable
-        }
+        self.link.health()
     }
 
     fn size(&self) -> Size {
@@ -342,6 +328,6 @@ impl CacheTier for RedisClusterTier {
     }
 
     fn set_ttl(&self, ttl: Duration, _stale_retention: Duration) {
-        self.ttl_secs.store(ttl.as_secs().max(1), Ordering::Relaxed);
+        self.link.set_ttl(ttl);
     }
 }

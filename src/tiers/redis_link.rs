@@ -7,7 +7,7 @@
 //! circuit: requests skip the tier at no cost while a background probe checks it, and
 //! the probe closes the circuit as soon as it passes. Start-up never waits on Redis.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use futures_util::future::BoxFuture;
 use redis::aio::ConnectionLike;
 use tokio::sync::Notify;
 
-use super::{Found, TierError, TierKind};
+use super::{BuildContext, Entry, Found, Health, TierError, TierKind};
 use crate::key::Key;
 use crate::metrics::Metrics;
 
@@ -70,13 +70,16 @@ struct State {
     wake: Notify,
 }
 
-/// A connection behind a circuit.
+/// A connection behind a circuit, with what both tiers read and write by: their TTL
+/// and the largest value they read.
 pub struct Link<C> {
     conn: C,
     kind: TierKind,
     timeout: Duration,
     state: Arc<State>,
     metrics: Arc<Metrics>,
+    ttl_secs: AtomicU64,
+    max_value_bytes: usize,
 }
 
 impl<C: ConnectionLike + Clone + Send + Sync + 'static> Link<C> {
@@ -85,9 +88,10 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> Link<C> {
         conn: C,
         kind: TierKind,
         timeout: Duration,
-        metrics: &Arc<Metrics>,
+        ctx: &BuildContext,
         check: Check<C>,
     ) -> Self {
+        let metrics = &ctx.metrics;
         let state = Arc::new(State {
             up: AtomicBool::new(false),
             wake: Notify::new(),
@@ -107,11 +111,39 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> Link<C> {
             timeout,
             state,
             metrics: Arc::clone(metrics),
+            ttl_secs: AtomicU64::new(ctx.ttl.as_secs().max(1)),
+            max_value_bytes: ctx.max_value_bytes,
         }
     }
 
-    pub fn is_up(&self) -> bool {
+    fn is_up(&self) -> bool {
         self.state.up.load(Ordering::Relaxed)
+    }
+
+    pub fn health(&self) -> Health {
+        if self.is_up() {
+            Health::Connected
+        } else {
+            Health::Unavailable
+        }
+    }
+
+    /// The tier's own TTL in seconds.
+    pub fn ttl_secs(&self) -> u64 {
+        self.ttl_secs.load(Ordering::Relaxed)
+    }
+
+    /// Applies a reloaded TTL.
+    pub fn set_ttl(&self, ttl: Duration) {
+        self.ttl_secs.store(ttl.as_secs().max(1), Ordering::Relaxed);
+    }
+
+    /// `SET … EX` of an entry: its own TTL less its age, else the tier's.
+    pub fn entry_ttl_secs(&self, entry: &Entry<'_>) -> u64 {
+        entry.ttl.map_or_else(
+            || self.ttl_secs(),
+            |t| t.saturating_sub(entry.age).as_secs().max(1),
+        )
     }
 
     fn name(&self) -> &'static str {
@@ -154,15 +186,10 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> Link<C> {
         Err(result)
     }
 
-    /// Reads one value: at most `limit + 1` bytes of it (GETRANGE), so a huge value
-    /// another writer left is a miss, never read whole. `ttl` is the tier's own.
-    pub async fn read(
-        &self,
-        key: &Key,
-        limit: usize,
-        ttl: Duration,
-    ) -> Result<Option<Found>, TierError> {
-        let k = key.as_str();
+    /// Reads one value: at most `max_value_bytes + 1` bytes of it (GETRANGE), so a huge
+    /// value another writer left is a miss, never read whole.
+    pub async fn read(&self, key: &Key) -> Result<Option<Found>, TierError> {
+        let (k, limit) = (key.as_str(), self.max_value_bytes);
         // PTTL first: -2 says the key is absent (GETRANGE answers "" for that too).
         let (pttl, body): (i64, Bytes) = self
             .call(async |c| {
@@ -190,7 +217,7 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> Link<C> {
         // having this tier's TTL, or the time left when that is longer (an adapted TTL).
         // PTTL is -1 for a key without expiry: its age is unknown, call it new.
         let left = Duration::from_millis(u64::try_from(pttl).unwrap_or(0));
-        let ttl = ttl.max(left);
+        let ttl = Duration::from_secs(self.ttl_secs()).max(left);
         let age = if pttl < 0 { Duration::ZERO } else { ttl - left };
         Ok(Some(Found { body, age, ttl }))
     }
