@@ -4,9 +4,9 @@
 //! counters (4 per key in one cache line, 512 KiB at the default 1,000) counts every request
 //! by a hash of its message and filename, and only the `size` requests with the highest
 //! estimates are kept, with their text, in a small top list behind a lock. A request
-//! touches the lock only when its estimate is above the list's lowest and a multiple of
-//! 8 (a key entering the list is seen within 8 more requests), and skips it when another
-//! thread holds it. The `count-min-sketch` crate was tried first: it needs `&mut` (so a
+//! touches the lock only when its estimate is above the list's lowest and either among
+//! its first 4 counts (which wait for the lock) or a multiple of 8 (which skips the lock
+//! when another thread holds it). The `count-min-sketch` crate was tried first: it needs `&mut` (so a
 //! lock on every request), which cost 8 % of memory-hit throughput
 //! (`scripts/bench-hot-set.sh`). After each write every count is halved, so the set
 //! follows what is hot now.
@@ -76,6 +76,9 @@ impl HotSet {
             .unwrap_or(0)
     }
 
+    /// Counts up to this wait for the top list's lock: a new key always gets its chance.
+    const EARLY_COUNTS: u32 = 4;
+
     /// Counts one request.
     pub fn saw(&self, request: &ContextRequest) {
         let id = hash(request);
@@ -84,12 +87,19 @@ impl HotSet {
             .map(|c| c.fetch_add(1, Ordering::Relaxed).saturating_add(1))
             .min()
             .unwrap_or(0);
-        if estimate <= self.threshold.load(Ordering::Relaxed) || (estimate % 8 != 0 && estimate > 1)
-        {
+        let early = estimate <= Self::EARLY_COUNTS;
+        if estimate <= self.threshold.load(Ordering::Relaxed) || (estimate % 8 != 0 && !early) {
             return;
         }
-        let Some(mut top) = self.top.try_lock() else {
-            return;
+        // A key's first counts wait for the lock, so one busy moment cannot keep it out
+        // of the list until its 8th count; later counts skip a busy lock.
+        let mut top = if early {
+            self.top.lock()
+        } else {
+            let Some(top) = self.top.try_lock() else {
+                return;
+            };
+            top
         };
         let Top { entries, order } = &mut *top;
         if let Some((old, _)) = entries.get_mut(&id) {
