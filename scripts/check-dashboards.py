@@ -84,7 +84,10 @@ def main():
         with open(config, "w") as f:
             f.write(f'[server]\nlisten = "127.0.0.1:{daemon_port}"\n[cache]\nttl_secs = 1\n'
                     f'[[tiers]]\ntype = "memory"\n[[tiers]]\ntype = "redis"\nurl = "redis://127.0.0.1:{redis_port}/0"\n'
-                    f'[origin]\ntype = "sample"\n')
+                    f'[origin]\ntype = "sample"\n'
+                    # The proxy's panels: an upstream nothing listens on; its requests
+                    # still count (as pass-through answered 502).
+                    f'[proxy]\nupstream = "http://127.0.0.1:{free_port()}"\n')
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CODETTE_CACHE_", "REDIS_", "VITE_SUPABASE", "SUPABASE_"))}
         procs.append(subprocess.Popen([BINARY, "serve", "--config", config], env=env,
                                       stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "daemon.log"), "w")))
@@ -96,6 +99,10 @@ def main():
             for i in range(30):
                 q = urllib.parse.quote(f"reverb in mixing {i % 5}")
                 get(f"{base}/codette/context?message={q}")
+                try:
+                    get(f"{base}/rest/v1/rpc/anything")
+                except urllib.error.HTTPError:
+                    pass
         traffic()
 
         prom_config = os.path.join(work, "prometheus.yml")

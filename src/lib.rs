@@ -12,7 +12,11 @@
 //! - [`shutdown`]: signals -> intents (shutdown, quit, reload) and a handle tasks await.
 //! - [`chain`]: the read-through walk over tiers, single-flight origin calls, keys.
 //! - [`tiers`]: cache tier plugins (memory, redis) behind one registry enum.
-//! - [`origins`]: origin plugins (supabase, postgres, sample) behind one registry enum.
+//! - [`origins`]: origin plugins (supabase, postgres, sample) behind one registry enum,
+//!   and the proxy's upstream (a client's RPC call forwarded as it came).
+//! - [`envelope`]: a proxied RPC answer as the tiers hold it: status, headers, body (a leaf).
+//! - [`proxy`]: the Supabase proxy's parts: config, JWT verification, introspection,
+//!   request canonicalisation into keys, and one sibling chain per cached function.
 //! - [`metrics`]: one `Metrics` struct: HDR histograms and Prometheus families.
 //! - [`advice`]: optimisation advice rules evaluated on a metrics snapshot.
 //! - [`invalidation`]: invalidations broadcast to every instance over Redis pub/sub.
@@ -27,6 +31,7 @@ pub mod bench;
 pub mod chain;
 pub mod config;
 pub mod dashboard;
+pub mod envelope;
 pub mod figures;
 pub mod http;
 pub mod invalidation;
@@ -35,6 +40,7 @@ pub mod metrics;
 pub mod names;
 pub mod notify;
 pub mod origins;
+pub mod proxy;
 pub mod secret;
 pub mod server;
 pub mod shutdown;

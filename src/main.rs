@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use codette_cache::config::Config;
+use codette_cache::proxy::introspect;
 use codette_cache::{app, bench, shutdown, warm};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
@@ -38,6 +39,8 @@ enum Command {
     Bench(Box<bench::BenchArgs>),
     /// Send a list of requests (JSON lines or plain messages) through a running daemon.
     Warm(warm::client::WarmArgs),
+    /// Read the RPC functions from PostgreSQL and suggest how each may be cached.
+    Introspect(introspect::IntrospectArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Serve => report(serve(cli.config, cli.log_format)),
         Command::Bench(args) => tool("bench", bench::run(*args)),
         Command::Warm(args) => tool("warm", warm::client::run(args)),
+        Command::Introspect(args) => tool("introspect", introspect::run(args)),
     }
 }
 

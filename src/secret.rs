@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 /// What every secret shows instead of its value.
 pub const REDACTED: &str = "<redacted>";
@@ -79,6 +80,18 @@ pub fn redact_url(url: &str) -> String {
         }
         None => url.to_owned(),
     }
+}
+
+/// Reads a secret from a file (trimmed); relative paths resolve against systemd's
+/// `$CREDENTIALS_DIRECTORY` when it is set. `None` when unreadable or empty.
+pub fn read_secret_file(path: &Path) -> Option<Secret> {
+    let path = match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) if path.is_relative() => PathBuf::from(dir).join(path),
+        _ => path.to_owned(),
+    };
+    let text = std::fs::read_to_string(path).ok()?;
+    let text = text.trim();
+    (!text.is_empty()).then(|| Secret::new(text))
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ pub async fn accept_until<S>(
 where
     S: hyper::service::Service<
             hyper::Request<hyper::body::Incoming>,
-            Response = warp::reply::Response,
+            Response = crate::http::Reply,
             Error = Infallible,
         > + Clone
         + Send

@@ -1,6 +1,7 @@
-//! The HTTP ceiling: a bare warp server answering `GET /codette/context` with the same
-//! 2 KB JSON body from memory and no cache logic. What the daemon's memory hits are
-//! measured against.
+//! The HTTP ceiling: a bare warp server answering `GET /codette/context` and
+//! `GET|POST /rest/v1/rpc/{function}` with the same 2 KB JSON body from memory and no
+//! cache logic. What the daemon's memory hits are measured against; for the proxy's
+//! bench it is the upstream as well (`scripts/bench-proxy.sh`).
 
 use std::net::SocketAddr;
 
@@ -21,9 +22,14 @@ pub fn body() -> String {
 /// Serves until the process is stopped.
 pub async fn serve(listen: SocketAddr) {
     let body: &'static str = Box::leak(body().into_boxed_str());
-    let route = warp::path!("codette" / "context")
+    let reply = move || warp::reply::with_header(body, "content-type", "application/json");
+    let context = warp::path!("codette" / "context")
         .and(warp::get())
-        .map(move || warp::reply::with_header(body, "content-type", "application/json"));
+        .map(reply);
+    let rpc = warp::path!("rest" / "v1" / "rpc" / String)
+        .and(warp::get().or(warp::post()).unify())
+        .map(move |_function: String| reply());
+    let route = context.or(rpc);
     eprintln!(
         "ceiling server on http://{listen} ({} byte answers)",
         body.len()

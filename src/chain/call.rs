@@ -16,7 +16,7 @@ use super::ttl::{Keep, Previous};
 use super::{Chain, FlightResult, Role};
 use crate::key::Key;
 use crate::metrics::{Metrics, OriginResult};
-use crate::origins::{Admit, Breaker, CallResult, ContextRequest, Origin, OriginError};
+use crate::origins::{Admit, Asked, Breaker, CallResult, Origin, OriginError};
 use crate::tags::{self, Tag};
 
 /// What a waiter awaits.
@@ -29,7 +29,7 @@ impl Chain {
         &self,
         key: &Key,
         ticket: Ticket,
-        request: ContextRequest,
+        request: Asked,
         replaces: Option<Previous>,
     ) -> (Role, Waiting) {
         let rule = self.policy.load().ttl;
@@ -42,8 +42,7 @@ impl Chain {
         let flight_key = key.clone();
         // Tags are worked out only when needed: by a request finding a flight a purge
         // may have overtaken, and by the leader.
-        let request_tags =
-            |r: &ContextRequest| tags::for_request(&r.message, r.filename.as_deref());
+        let request_tags = tags_of;
         let request = Arc::new(request);
         let asked = Arc::clone(&request);
         let joinable = |started| {
@@ -83,7 +82,7 @@ impl Chain {
                         if let Some(changed) = changed {
                             metrics.answer_compared(changed);
                         }
-                        let answer_tags = tags::from_answer(&body);
+                        let answer_tags = answer_tags(shape, &body);
                         let filing =
                             Filing::new(&flight_key, ticket, &request, request_tags, answer_tags)
                                 .lasting(ttl);
@@ -119,7 +118,7 @@ async fn call(
     breaker: &Breaker,
     metrics: &Metrics,
     shape: Shape,
-    request: &ContextRequest,
+    request: &Asked,
 ) -> Result<(Bytes, Verdict), OriginError> {
     let (admit, moved) = breaker.admit();
     if let Some(state) = moved {
@@ -163,6 +162,23 @@ async fn call(
     metrics.origin_call(label, started.elapsed());
     settle(breaker, metrics, &result);
     result
+}
+
+/// The tags a request names: the original function's prompt and filename; a proxied
+/// call is reached by its key (and by a clear).
+pub(super) fn tags_of(asked: &Asked) -> Vec<Tag> {
+    match asked {
+        Asked::Context(r) => tags::for_request(&r.message, r.filename.as_deref()),
+        Asked::Rpc(_) => Vec::new(),
+    }
+}
+
+/// The tags an answer names: those of the original function's shape.
+pub(super) fn answer_tags(shape: Shape, body: &[u8]) -> Vec<Tag> {
+    match shape {
+        Shape::Context | Shape::Any => tags::from_answer(body),
+        Shape::Rpc(_) => Vec::new(),
+    }
 }
 
 /// Tells the breaker how a call ended, and the metrics and log if that moved it.

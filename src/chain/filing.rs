@@ -12,7 +12,7 @@ use super::fence::{Fence, Ticket};
 use super::tier_io::record;
 use crate::key::Key;
 use crate::metrics::{Metrics, TierOp};
-use crate::origins::ContextRequest;
+use crate::origins::Asked;
 use crate::tags::Tag;
 use crate::tiers::{Entry, Found, Tier, Watch};
 
@@ -40,11 +40,17 @@ impl Filing {
     pub fn new(
         key: &Key,
         ticket: Ticket,
-        request: &ContextRequest,
+        request: &Asked,
         mut tags: Vec<Tag>,
         answer: Vec<Tag>,
     ) -> Self {
-        let filename = request.filename.as_deref().filter(|f| !f.is_empty());
+        // The prompt's own `user:` tag: see `indexed`.
+        let prompt = match request {
+            Asked::Context(r) if r.filename.as_deref().is_none_or(str::is_empty) => {
+                Some(r.message.as_str())
+            }
+            _ => None,
+        };
         let predicted = answer.iter().all(|t| tags.contains(t));
         for tag in answer {
             if !tags.contains(&tag) {
@@ -55,7 +61,7 @@ impl Filing {
             .iter()
             .filter(|t| match t {
                 Tag::Snippets => false,
-                Tag::User(id) => filename.is_some() || *id != request.message,
+                Tag::User(id) => prompt != Some(id.as_str()),
                 Tag::File(_) => true,
             })
             .cloned()

@@ -8,7 +8,8 @@
 //! answers and errors are never stored (`storable.rs`).
 //!
 //! The chain serves one function: its origin, key namespace and answer shape. A daemon
-//! serving several functions builds one chain each over the same tiers.
+//! serving several functions (the proxy's) builds one more each with
+//! [`Chain::sibling`]: the same tiers, fence and flights, its own origin and breaker.
 
 mod call;
 pub mod fence;
@@ -31,7 +32,7 @@ use bytes::Bytes;
 
 use crate::key::Key;
 use crate::metrics::{Metrics, Refresh};
-use crate::origins::{Breaker, BreakerSettings, ContextRequest, Origin, OriginError};
+use crate::origins::{Asked, Breaker, BreakerSettings, ContextRequest, Origin, OriginError};
 use crate::tiers::{Found, Tier, TierKind};
 use fence::{Fence, Ticket};
 pub use flight::{FlightResult, Flights, Publisher, Role};
@@ -74,6 +75,8 @@ pub struct Answer {
     pub body: Bytes,
     pub source: Source,
     pub age: Duration,
+    /// The entry's TTL, for an answer from a tier.
+    pub ttl: Option<Duration>,
     /// This request waited on another request's origin call.
     pub coalesced: bool,
     /// A negative entry: an empty answer stored under `negative_ttl_secs`.
@@ -150,6 +153,39 @@ impl Chain {
         }
     }
 
+    /// A chain for another function over the same tiers, fence and flights (so purges
+    /// and single flights reach across functions), with its own origin and breaker;
+    /// its keys live under `namespace`.
+    pub fn sibling(
+        &self,
+        namespace: String,
+        shape: Shape,
+        origin: Origin,
+        breaker: BreakerSettings,
+    ) -> Self {
+        Self {
+            namespace,
+            shape,
+            tiers: Arc::clone(&self.tiers),
+            fence: Arc::clone(&self.fence),
+            origin: Arc::new(origin),
+            breaker: Arc::new(Breaker::new(breaker)),
+            flights: Arc::clone(&self.flights),
+            metrics: Arc::clone(&self.metrics),
+            variants: Arc::clone(&self.variants),
+            policy: ArcSwap::new(self.policy.load_full()),
+        }
+    }
+
+    /// The key prefix of this chain's answers.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub fn shape(&self) -> Shape {
+        self.shape
+    }
+
     pub fn tiers(&self) -> &[Tier] {
         &self.tiers
     }
@@ -190,7 +226,7 @@ impl Chain {
         &self,
         key: &Key,
         ticket: Ticket,
-        request: ContextRequest,
+        request: Asked,
         replaces: &Found,
         reason: Refresh,
     ) {
@@ -205,13 +241,17 @@ impl Chain {
     /// # Errors
     /// [`Failure`] when the origin fails and no stale entry may stand in.
     pub async fn lookup(&self, request: ContextRequest) -> Result<Answer, Failure> {
+        let key = self.key_for(&request.message, request.filename.as_deref());
+        self.serve(key, Asked::Context(request)).await
+    }
+
+    /// Answers what `key` names; a miss asks the origin `request`. The caller derived
+    /// the key from everything the answer depends on.
+    ///
+    /// # Errors
+    /// [`Failure`] when the origin fails and no stale entry may stand in.
+    pub async fn serve(&self, key: Key, request: Asked) -> Result<Answer, Failure> {
         let policy = self.policy.load();
-        let key = Key::derive_in(
-            &self.namespace,
-            &request.message,
-            request.filename.as_deref(),
-            policy.normalize,
-        );
         let mut stale: Option<(TierKind, Found)> = None;
         // Before any read: a store of what it finds must not outlive a purge after it.
         let ticket = self.fence.ticket();
@@ -241,8 +281,8 @@ impl Chain {
             }
         }
 
-        if !policy.normalize {
-            self.variants.observe(&request.message);
+        if let (false, Asked::Context(context)) = (policy.normalize, &request) {
+            self.variants.observe(&context.message);
         }
         let replaces = stale.as_ref().map(|(_, found)| previous(found));
         let (role, waiting) = self.fly(&key, ticket, request, replaces);
@@ -266,6 +306,7 @@ impl Chain {
                 body,
                 source: Source::Origin,
                 age: Duration::ZERO,
+                ttl: None,
                 coalesced,
             }),
             Err(error) => match stale {
@@ -295,6 +336,7 @@ impl Chain {
             key,
             source,
             age: found.age,
+            ttl: Some(found.ttl),
             body: found.body,
             coalesced: false,
             negative,

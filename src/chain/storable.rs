@@ -7,8 +7,12 @@
 //! `file` object or null, `chat_history` array; other members are kept as they are).
 //! The memory tier holds only what passed this check, so its hits are not re-checked.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+
+use crate::envelope::Envelope;
 
 /// The answers a chain's function gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +21,8 @@ pub enum Shape {
     Context,
     /// Any other function: any JSON value.
     Any,
+    /// A proxied RPC answer, an [`Envelope`] whose function keeps answers this long.
+    Rpc(Duration),
 }
 
 /// What to do with a body.
@@ -24,6 +30,8 @@ pub enum Shape {
 pub enum Verdict {
     /// Well-formed and worth keeping.
     Store,
+    /// A proxied answer HTTP lets a shared cache keep, for at most this long.
+    StoreFor(Duration),
     /// The original function's answer with all three parts empty. The original stored
     /// it like any other; with `negative_ttl_secs` it is a negative entry.
     Blank,
@@ -41,11 +49,21 @@ pub enum Verdict {
 /// tree: members are checked for their type and skipped.
 pub fn judge(body: &[u8], shape: Shape) -> Verdict {
     // serde_json does not check the UTF-8 of strings it skips: check it first.
-    let Ok(text) = std::str::from_utf8(body) else {
-        return Verdict::Invalid;
+    let text = match (shape, std::str::from_utf8(body)) {
+        // Any bytes the upstream sent; what HTTP allows decides.
+        (Shape::Rpc(ttl), _) => {
+            return match Envelope::head(body) {
+                Ok(head) => head
+                    .storable_for(ttl)
+                    .map_or(Verdict::Keep, Verdict::StoreFor),
+                Err(_) => Verdict::Invalid,
+            };
+        }
+        (_, Ok(text)) => text,
+        (_, Err(_)) => return Verdict::Invalid,
     };
-    match shape {
-        Shape::Context => match serde_json::from_str::<Option<ContextShape>>(text) {
+    if shape == Shape::Context {
+        match serde_json::from_str::<Option<ContextShape>>(text) {
             Ok(Some(c)) if c.is_blank() => Verdict::Blank,
             Ok(Some(_)) => Verdict::Store,
             Ok(None) => Verdict::Empty,
@@ -55,12 +73,13 @@ pub fn judge(body: &[u8], shape: Shape) -> Verdict {
                 _ => Verdict::Keep,
             },
             Err(_) => Verdict::Invalid,
-        },
-        Shape::Any => match serde_json::from_str::<Option<NotEmpty>>(text) {
+        }
+    } else {
+        match serde_json::from_str::<Option<NotEmpty>>(text) {
             Ok(Some(NotEmpty(true))) => Verdict::Store,
             Ok(_) => Verdict::Empty,
             Err(_) => Verdict::Invalid,
-        },
+        }
     }
 }
 

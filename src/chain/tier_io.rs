@@ -5,14 +5,14 @@
 use std::time::Instant;
 
 use super::Chain;
+use super::call::{answer_tags, tags_of};
 use super::fence::Ticket;
 use super::filing::{Filing, file_local};
 use super::storable::{self, Verdict};
 use crate::key::Key;
 use crate::metrics::{Metrics, TierOp, ValueRejection};
 use crate::names::TierKind;
-use crate::origins::ContextRequest;
-use crate::tags;
+use crate::origins::Asked;
 use crate::tiers::{Found, Tier, TierError};
 
 impl Chain {
@@ -25,7 +25,7 @@ impl Chain {
         let found = result.ok().flatten()?;
         if !tier.is_local() {
             let why = match storable::judge(&found.body, self.shape) {
-                Verdict::Store | Verdict::Blank => return Some(found),
+                Verdict::Store | Verdict::StoreFor(_) | Verdict::Blank => return Some(found),
                 // Another instance's negative entry, if this one would store it too.
                 Verdict::Empty if !self.policy.load().ttl.negative.is_zero() => {
                     return Some(found);
@@ -55,14 +55,14 @@ impl Chain {
         key: &Key,
         found: &Found,
         ticket: Ticket,
-        request: &ContextRequest,
+        request: &Asked,
     ) {
         let above = &self.tiers[..hit_index];
         if !above.iter().any(Tier::is_local) {
             return;
         }
-        let request_tags = tags::for_request(&request.message, request.filename.as_deref());
-        let answer_tags = tags::from_answer(&found.body);
+        let request_tags = tags_of(request);
+        let answer_tags = answer_tags(self.shape, &found.body);
         // As old as it is below, and no fresher: the copy expires with the original.
         let filing = Filing::new(key, ticket, request, request_tags, answer_tags).copy_of(found);
         for tier in above.iter().filter(|t| t.is_local()) {

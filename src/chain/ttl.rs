@@ -71,6 +71,8 @@ impl TtlRule {
         match verdict {
             Verdict::Empty | Verdict::Blank if negative => (Keep::Negative(self.negative), None),
             Verdict::Empty | Verdict::Keep | Verdict::Invalid => (Keep::No, None),
+            // HTTP's limit for a proxied answer; not adapted (its upstream sets it).
+            Verdict::StoreFor(ttl) => (Keep::For(ttl), None),
             Verdict::Store | Verdict::Blank => match self.adaptive {
                 None => (Keep::TierTtl, None),
                 Some(bounds) => {

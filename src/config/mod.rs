@@ -19,7 +19,8 @@ pub use crate::advice::AdviceConfig;
 pub use crate::dashboard::DashboardConfig;
 pub use crate::invalidation::InvalidationConfig;
 pub use crate::origins::OriginConfig;
-pub use crate::secret::{REDACTED, Secret, redact_url};
+pub use crate::proxy::ProxyConfig;
+pub use crate::secret::{REDACTED, Secret, read_secret_file, redact_url};
 pub use crate::tiers::TierConfig;
 pub use crate::warm::WarmConfig;
 pub use cache::{AdaptiveTtlConfig, CacheConfig};
@@ -84,6 +85,9 @@ pub struct Config {
     /// The live HTML dashboard.
     #[serde(default)]
     pub dashboard: DashboardConfig,
+    /// The transparent Supabase proxy under `/rest/v1/`, `/auth/v1/`, ….
+    #[serde(default)]
+    pub proxy: ProxyConfig,
 }
 
 /// `[server]`: the listener and what one request may cost.
@@ -202,6 +206,7 @@ impl Config {
             }
         }
         self.origin.resolve_files(read_secret_file);
+        self.proxy.jwt.resolve_files();
     }
 
     /// Every problem at once, so an operator fixes the file in one pass.
@@ -260,6 +265,13 @@ impl Config {
         problems.extend(self.invalidation.validate());
         problems.extend(self.warm.validate());
         problems.extend(self.dashboard.validate());
+        problems.extend(self.proxy.validate());
+        if !self.proxy.functions.is_empty() && self.proxy_upstream().is_none() {
+            problems.push(
+                "proxy.functions need an upstream: set proxy.upstream (CODETTE_CACHE_PROXY__UPSTREAM) or a supabase origin"
+                    .into(),
+            );
+        }
         if self.invalidation.broadcast == Some(true) && self.shared_redis().is_none() {
             problems.push(
                 "invalidation.broadcast = true needs a redis or redis_cluster tier (its nodes are used)"
@@ -280,6 +292,15 @@ impl Config {
             TierConfig::Redis(c) => Some(vec![c.url.clone()]),
             TierConfig::RedisCluster(c) => Some(c.nodes.clone()),
             TierConfig::Memory(_) => None,
+        })
+    }
+
+    /// Where the proxy forwards to: `[proxy] upstream`, else the supabase origin's URL.
+    /// `None`: the proxy is off.
+    pub fn proxy_upstream(&self) -> Option<String> {
+        self.proxy.upstream.clone().or_else(|| match &self.origin {
+            OriginConfig::Supabase(c) => Some(c.url.clone()),
+            _ => None,
         })
     }
 
@@ -306,20 +327,9 @@ impl Config {
         }
         shown.origin.redact();
         shown.invalidation.redact();
+        shown.proxy.redact();
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
-}
-
-/// Reads a secret from a file (trimmed); relative paths resolve against systemd's
-/// `$CREDENTIALS_DIRECTORY` when it is set. `None` when unreadable or empty.
-pub fn read_secret_file(path: &Path) -> Option<Secret> {
-    let path = match std::env::var_os("CREDENTIALS_DIRECTORY") {
-        Some(dir) if path.is_relative() => PathBuf::from(dir).join(path),
-        _ => path.to_owned(),
-    };
-    let text = std::fs::read_to_string(path).ok()?;
-    let text = text.trim();
-    (!text.is_empty()).then(|| Secret::new(text))
 }
 
 #[cfg(test)]

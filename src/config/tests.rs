@@ -64,6 +64,15 @@ path = "p""#,
         "admin.",
         &mut names,
     );
+    let proxy: crate::config::ProxyConfig = toml::from_str(
+        "upstream = \"x\"\nintrospect_url = \"x\"\n[jwt]\nsecret_file = \"f\"\njwks_url = \"u\"\n[[functions]]\nname = \"f\"",
+    )
+    .unwrap();
+    keys(
+        &toml::Value::try_from(&proxy).unwrap(),
+        "proxy.",
+        &mut names,
+    );
     names.sort();
     names.dedup();
     names
@@ -95,6 +104,7 @@ fn reference_config_mentions_every_option() {
                     || l.starts_with(&format!("[{name}]"))
                     || l.starts_with(&format!("[[{name}]]"))
                     || (l.starts_with('[') && l.ends_with(&format!(".{name}]")))
+                    || (l.starts_with("[[") && l.ends_with(&format!(".{name}]]")))
             })
         })
         .collect();

@@ -77,6 +77,44 @@ where
     Ok(body)
 }
 
+/// A hyper body read whole, within `server.max_body_bytes` and the header-read timeout
+/// (the proxy's cached calls, which need the arguments to make the key).
+///
+/// # Errors
+/// 413 over the limit, 408 when it stops arriving, 400 when it breaks off.
+pub async fn read_all<B>(state: &Shared, body: B) -> Result<bytes::Bytes, ApiError>
+where
+    B: hyper::body::Body<Data = bytes::Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt;
+    let server = state.config.load().server.clone();
+    let limit = server.max_body_bytes;
+    let read = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    let wait = Duration::from_millis(server.header_read_timeout_ms);
+    match tokio::time::timeout(wait, read.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
+        Ok(Err(_)) => Err(ApiError::bad_request(
+            "incomplete_body",
+            "the request body ended before its declared length",
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            "the request body did not arrive in time",
+        )),
+    }
+}
+
+/// Whether the declared body is over `server.max_body_bytes`.
+pub fn declared_over_limit(state: &Shared, headers: &warp::http::HeaderMap) -> bool {
+    headers
+        .get(warp::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|n| n > state.config.load().server.max_body_bytes)
+}
+
 fn too_large(limit: u64) -> ApiError {
     ApiError::too_large(format!(
         "the request body is over {limit} bytes (server.max_body_bytes)"

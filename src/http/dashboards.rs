@@ -303,6 +303,42 @@ fn status(state: &Shared, s: &Snapshot) -> Value {
             "consecutive_failures": breaker.consecutive_failures(),
             "refusals": state.metrics.breaker_refusals(),
         },
+        "proxy": state.proxy.as_ref().map(|p| proxy_view(state, p)),
         "timestamp": timestamp(),
+    })
+}
+
+/// The proxy, function by function: its scope now, its breaker, its requests by result.
+fn proxy_view(state: &Shared, proxy: &crate::proxy::Proxy) -> Value {
+    let counts = |function: &str| -> serde_json::Map<String, Value> {
+        state
+            .metrics
+            .proxy_counts(function)
+            .iter()
+            .map(|(result, n)| (result.as_str().to_owned(), json!(n)))
+            .collect()
+    };
+    let functions: Vec<Value> = proxy
+        .functions()
+        .into_iter()
+        .filter_map(|name| {
+            let route = proxy.route(name)?;
+            let scope = match route.resolved() {
+                crate::proxy::Resolved::Cached(scope) => scope.as_str(),
+                crate::proxy::Resolved::Pending => "pending",
+                crate::proxy::Resolved::Never => "never (volatile)",
+            };
+            Some(json!({
+                "function": name,
+                "scope": scope,
+                "breaker": route.chain.breaker().state().as_str(),
+                "requests": counts(name),
+            }))
+        })
+        .collect();
+    json!({
+        "upstream": crate::secret::redact_url(proxy.upstream()),
+        "functions": functions,
+        "other": counts("other"),
     })
 }

@@ -10,6 +10,8 @@ mod context;
 mod dashboards;
 mod health;
 mod live;
+mod passthrough;
+mod proxy;
 mod rejection;
 mod service;
 
@@ -19,6 +21,8 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Either, StreamBody};
 use warp::Filter;
 
 use crate::chain::Chain;
@@ -26,6 +30,7 @@ use crate::config::Config;
 use crate::dashboard::Live;
 use crate::invalidation::{Broadcast, Listener};
 use crate::metrics::Metrics;
+use crate::proxy::Proxy;
 use crate::warm::HotSet;
 pub use rejection::ApiError;
 pub use service::Service;
@@ -51,6 +56,8 @@ pub struct State {
     pub hot: Option<Arc<HotSet>>,
     /// The live dashboard's frames, unless `[dashboard] enabled = false`.
     pub live: Option<Arc<Live>>,
+    /// The Supabase proxy, when it has an upstream.
+    pub proxy: Option<Arc<Proxy>>,
 }
 
 pub type Shared = Arc<State>;
@@ -80,6 +87,45 @@ pub fn routes(
         .or(live::routes(state.clone()))
         .or(health::routes(state))
         .recover(rejection::handle)
+}
+
+/// Names the body type of a response (warp does not export its own).
+pub trait BodyOf {
+    type Body;
+}
+
+impl<B> BodyOf for warp::http::Response<B> {
+    type Body = B;
+}
+
+/// warp's response body.
+pub type WarpBody = <warp::reply::Response as BodyOf>::Body;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A response body: warp's, or one streamed from the Supabase upstream.
+pub type Body = Either<WarpBody, http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>>;
+
+/// What a connection is answered with.
+pub type Reply = warp::http::Response<Body>;
+
+/// A warp body as a [`Body`].
+pub fn warp_body(body: WarpBody) -> Body {
+    Either::Left(body)
+}
+
+/// A streamed body as a [`Body`].
+pub fn streamed<S>(stream: S) -> Body
+where
+    S: futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+{
+    use futures_util::TryStreamExt;
+    let frames = StreamBody::new(
+        stream
+            .map_ok(hyper::body::Frame::data)
+            .map_err(BoxError::from),
+    );
+    Either::Right(frames.boxed_unsync())
 }
 
 /// Now, as RFC 3339 UTC with microseconds (the original's timestamp precision).

@@ -1,10 +1,11 @@
-//! The hyper service in front of the routes. Three rules hold for every route here, in
-//! one place: one trailing slash is ignored (`/healthz/` is `/healthz`); HEAD is served
-//! wherever GET is (same status and headers, no body: hyper drops the body of a HEAD
-//! answer); a known path asked with a method it does not take is 405 with `Allow`.
-//! Then `GET /codette/context`, the request every cache hit is, goes straight to its
-//! handler; every other request goes through warp's filter tree. Why: a warp service is
-//! cloned for each request (the whole filter tree: an `Arc<State>` count bumped and
+//! The hyper service in front of the routes. The Supabase prefixes go first, as they
+//! came, to the proxy (`proxy.rs`, `passthrough.rs`), whose bodies stream. Three rules
+//! hold for every other route, in one place: one trailing slash is ignored (`/healthz/`
+//! is `/healthz`); HEAD is served wherever GET is (same status and headers, no body:
+//! hyper drops the body of a HEAD answer); a known path asked with a method it does not
+//! take is 405 with `Allow`. Then `GET /codette/context`, the request every cache hit
+//! is, goes straight to its handler; every other request goes through warp's filter
+//! tree. Why: a warp service is cloned for each request (the whole filter tree: an `Arc<State>` count bumped and
 //! dropped per route, contended between cores), and the tree is walked route by route;
 //! on a memory hit that was most of the difference to the bare HTTP ceiling that was
 //! not kernel time.
@@ -19,7 +20,7 @@ use warp::http::uri::PathAndQuery;
 use warp::http::{HeaderValue, Method, Request, StatusCode, Uri, header};
 use warp::reply::Response;
 
-use super::{ApiError, Shared, context};
+use super::{ApiError, Reply, Shared, context, passthrough, proxy, warp_body};
 
 /// The path served without warp.
 const CONTEXT_PATH: &str = "/codette/context";
@@ -93,23 +94,33 @@ where
     F: Filter<Extract = (R,), Error = Infallible> + Clone + Send + Sync + 'static,
     F::Future: Send,
     R: warp::Reply,
-    B: hyper::body::Body + Send + Sync + 'static,
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    type Response = Response;
+    type Response = Reply;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+    type Future = BoxFuture<'static, Result<Reply, Infallible>>;
 
     fn call(&self, mut request: Request<B>) -> Self::Future {
         let started = Instant::now();
         let path = request.uri().path();
+        // The upstream's paths go as they came, trailing slash and all.
+        if passthrough::is_proxied(path) {
+            return match self.state.proxy.clone() {
+                Some(p) => {
+                    let state = self.state.clone();
+                    proxy::handle(started, state, p, request).map(Ok).boxed()
+                }
+                None => ready(proxy_off()),
+            };
+        }
         if path.len() > 1 && path.ends_with('/') {
             *request.uri_mut() = without_trailing_slash(request.uri());
         }
         let path = request.uri().path();
         if let Some((_, takes)) = ROUTES.iter().find(|(p, _)| *p == path) {
             if !takes.allows(request.method()) {
-                return futures_util::future::ready(Ok(not_allowed(*takes))).boxed();
+                return ready(not_allowed(*takes));
             }
         }
         if request.method() == Method::HEAD {
@@ -118,14 +129,33 @@ where
         if request.method() == Method::GET && request.uri().path() == CONTEXT_PATH {
             return match context::parse_query(request.uri().query()) {
                 Ok((message, filename)) => {
-                    context::answer(started, self.state.clone(), message, filename).boxed()
+                    context::answer(started, self.state.clone(), message, filename)
+                        .map(|r| r.map(|r| r.map(warp_body)))
+                        .boxed()
                 }
-                Err(e) => futures_util::future::ready(Ok(e.reply())).boxed(),
+                Err(e) => ready(e.reply()),
             };
         }
         let mut routes = warp::service(self.routes.clone());
-        tower_service::Service::call(&mut routes, request).boxed()
+        tower_service::Service::call(&mut routes, request)
+            .map(|r| r.map(|r| r.map(warp_body)))
+            .boxed()
     }
+}
+
+/// A response ready now.
+fn ready(response: Response) -> BoxFuture<'static, Result<Reply, Infallible>> {
+    futures_util::future::ready(Ok(response.map(warp_body))).boxed()
+}
+
+/// The Supabase prefixes while no upstream is configured.
+fn proxy_off() -> Response {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "proxy_off",
+        "the Supabase proxy is off: set [proxy] upstream (CODETTE_CACHE_PROXY__UPSTREAM) or a supabase origin",
+    )
+    .reply()
 }
 
 /// The same URI with one trailing slash less.

@@ -8,6 +8,7 @@ mod collector;
 mod freshness;
 mod hdr;
 mod labels;
+mod proxy;
 mod readers;
 mod record;
 mod recorder;
@@ -28,6 +29,7 @@ pub use labels::{
     EvictionCause, INVALIDATION_OPS, InvalidationSource, OriginResult, Outcome, Refresh, TierOp,
     ValueRejection,
 };
+pub use proxy::ProxyResult;
 use recorder::Recorder;
 use registrar::{Registrar, grid};
 
@@ -82,6 +84,7 @@ pub struct Metrics {
     /// By [`Refresh`] as usize.
     refreshes: Vec<IntCounter>,
     freshness: freshness::Freshness,
+    proxy: proxy::ProxyFamilies,
 }
 
 impl Default for Metrics {
@@ -286,6 +289,7 @@ impl Metrics {
             ),
             refreshes,
             freshness: freshness::Freshness::new(&r),
+            proxy: proxy::ProxyFamilies::new(&r),
             invalidation_publish_errors: r.int_counter(
                 "codette_cache_invalidation_publish_errors_total",
                 "Invalidations this instance could not publish to the others.",

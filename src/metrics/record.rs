@@ -97,6 +97,16 @@ impl Metrics {
         self.refreshes[reason as usize].inc();
     }
 
+    /// One request under the Supabase prefixes (`function` bounded by the caller).
+    pub fn proxy_request(&self, function: &str, result: super::ProxyResult, elapsed: Duration) {
+        self.proxy.record(function, result, elapsed);
+    }
+
+    /// Proxied requests so far for `function`, by result.
+    pub fn proxy_counts(&self, function: &str) -> [(super::ProxyResult, u64); 5] {
+        self.proxy.counts(function)
+    }
+
     pub fn coalesced_waiter(&self) {
         self.coalesced.inc();
     }

@@ -1,14 +1,18 @@
 //! Origins: where misses are answered. The `ContextOrigin` trait, the config enum tagged
 //! by `type`, and `Origin`, the registry enum dispatching with a plain `match`.
 //! Adding one: a file, a variant in `OriginConfig` and `Origin`, and its arms.
+//! `upstream` is the proxy's origin, built from `[proxy]` rather than `[origin]`: it
+//! answers proxied RPC calls ([`Asked::Rpc`]), the others context requests.
 
 pub mod breaker;
 pub mod postgres;
 pub mod sample;
 pub mod supabase;
+pub mod upstream;
 
 use std::future::Future;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,6 +23,16 @@ pub use breaker::{Admit, Breaker, BreakerSettings, BreakerState, CallResult};
 pub use postgres::{PostgresConfig, PostgresOrigin};
 pub use sample::{SampleConfig, SampleOrigin};
 pub use supabase::{SupabaseConfig, SupabaseOrigin};
+pub use upstream::{RpcCall, UpstreamOrigin};
+
+/// What a chain asks its origin.
+#[derive(Debug, Clone)]
+pub enum Asked {
+    /// The original function's `{message, filename}`.
+    Context(ContextRequest),
+    /// A client's RPC call, forwarded by the proxy.
+    Rpc(Arc<RpcCall>),
+}
 
 /// One context request, as the RPC takes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,14 +255,17 @@ pub enum Origin {
     Supabase(SupabaseOrigin),
     Postgres(PostgresOrigin),
     Sample(SampleOrigin),
+    /// The proxy's (see the module note).
+    Upstream(UpstreamOrigin),
 }
 
-macro_rules! each_origin {
-    ($origin:expr, $o:ident => $body:expr) => {
+macro_rules! each_context_origin {
+    ($origin:expr, $o:ident => $body:expr, $upstream:ident => $other:expr) => {
         match $origin {
             Origin::Supabase($o) => $body,
             Origin::Postgres($o) => $body,
             Origin::Sample($o) => $body,
+            Origin::Upstream($upstream) => $other,
         }
     };
 }
@@ -259,23 +276,34 @@ impl Origin {
             Origin::Supabase(_) => "supabase",
             Origin::Postgres(_) => "postgres",
             Origin::Sample(_) => "sample",
+            Origin::Upstream(_) => "upstream",
         }
     }
 
-    pub async fn fetch(&self, request: &ContextRequest) -> Result<Bytes, OriginError> {
-        each_origin!(self, o => o.fetch(request).await)
+    /// Answers what a chain asks. A chain is built with an origin for what it asks
+    /// (`app.rs`); a mismatch is a bug, answered as an aborted call.
+    pub async fn fetch(&self, asked: &Asked) -> Result<Bytes, OriginError> {
+        match (self, asked) {
+            (Origin::Upstream(o), Asked::Rpc(call)) => o.forward(call).await,
+            (Origin::Upstream(_), Asked::Context(_)) | (_, Asked::Rpc(_)) => {
+                Err(OriginError::Aborted)
+            }
+            (o, Asked::Context(request)) => {
+                each_context_origin!(o, o => o.fetch(request).await, _u => Err(OriginError::Aborted))
+            }
+        }
     }
 
     pub async fn health(&self) -> Result<(), OriginError> {
-        each_origin!(self, o => o.health().await)
+        each_context_origin!(self, o => o.health().await, u => u.health().await)
     }
 
     pub fn describe(&self) -> &'static str {
-        each_origin!(self, o => o.describe())
+        each_context_origin!(self, o => o.describe(), _u => "Supabase RPC, proxied")
     }
 
     pub fn probes_health(&self) -> bool {
-        each_origin!(self, o => o.probes_health())
+        each_context_origin!(self, o => o.probes_health(), _u => false)
     }
 }
 

@@ -146,21 +146,7 @@ impl SupabaseOrigin {
     }
 
     fn classify(&self, e: reqwest::Error) -> OriginError {
-        if e.is_timeout() {
-            OriginError::Timeout(self.timeout)
-        } else {
-            // reqwest's own text is only "error sending request": add its causes (e.g.
-            // "tcp connect error: Connection refused"), which carry no URL or key.
-            let e = e.without_url();
-            let mut text = e.to_string();
-            let mut cause = std::error::Error::source(&e);
-            while let Some(c) = cause {
-                text.push_str(": ");
-                text.push_str(&c.to_string());
-                cause = c.source();
-            }
-            OriginError::Unreachable(text)
-        }
+        classify(e, self.timeout)
     }
 
     fn authorised(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -170,8 +156,27 @@ impl SupabaseOrigin {
     }
 }
 
+/// A failed call's error, with `timeout` being the call's limit.
+pub(super) fn classify(e: reqwest::Error, timeout: Duration) -> OriginError {
+    if e.is_timeout() {
+        OriginError::Timeout(timeout)
+    } else {
+        // reqwest's own text is only "error sending request": add its causes (e.g.
+        // "tcp connect error: Connection refused"), which carry no URL or key.
+        let e = e.without_url();
+        let mut text = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        OriginError::Unreachable(text)
+    }
+}
+
 /// Reads a body up to `limit` bytes; `Err(None)` when it is larger.
-async fn read_limited(
+pub(super) async fn read_limited(
     mut response: reqwest::Response,
     limit: usize,
 ) -> Result<Bytes, Option<reqwest::Error>> {

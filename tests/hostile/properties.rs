@@ -36,7 +36,7 @@ fn prop_routes(rt: &tokio::runtime::Runtime) -> impl PropService {
 trait PropService:
     hyper::service::Service<
         warp::http::Request<http_body_util::Full<bytes::Bytes>>,
-        Response = warp::reply::Response,
+        Response = codette_cache::http::Reply,
         Error = std::convert::Infallible,
     >
 {
@@ -45,7 +45,7 @@ trait PropService:
 impl<S> PropService for S where
     S: hyper::service::Service<
             warp::http::Request<http_body_util::Full<bytes::Bytes>>,
-            Response = warp::reply::Response,
+            Response = codette_cache::http::Reply,
             Error = std::convert::Infallible,
         >
 {

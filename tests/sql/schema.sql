@@ -125,3 +125,99 @@ INSERT INTO public.chat_history (id, user_id, messages, updated_at) VALUES
     ('c3d4e5f6-a7b8-4c9d-8e1f-2a3b4c5d6e7f', 'demo-user',
      '[{"role": "user", "content": "What is sidechain compression?"}, {"role": "assistant", "content": "Ducking one signal with another."}]',
      '2024-06-02T08:00:00Z');
+
+-- ---------------------------------------------------------------------------------------
+-- What Supabase adds around the tables, for the PostgREST-shaped gateway's JWT callers
+-- (tests/common/postgrest.rs runs each call as the token's role with
+-- request.jwt.claims set, as PostgREST does) and the transparent proxy's tests.
+-- ---------------------------------------------------------------------------------------
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon') THEN
+        CREATE ROLE anon NOLOGIN NOINHERIT;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN
+        CREATE ROLE authenticated NOLOGIN NOINHERIT;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'service_role') THEN
+        CREATE ROLE service_role NOLOGIN NOINHERIT BYPASSRLS;
+    END IF;
+END
+$$;
+
+-- PostgREST's authenticator switches to these; here the gateway connects as postgres.
+GRANT anon, authenticated, service_role TO postgres;
+
+CREATE SCHEMA IF NOT EXISTS auth;
+GRANT USAGE ON SCHEMA public, auth TO anon, authenticated, service_role;
+
+-- Supabase's helpers, reading the claims PostgREST sets per request. Subjects here are
+-- plain text ('user-a'), so uid() is text rather than Supabase's uuid.
+CREATE OR REPLACE FUNCTION auth.jwt() RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$ SELECT coalesce(nullif(current_setting('request.jwt.claims', true), ''), '{}')::jsonb $$;
+
+CREATE OR REPLACE FUNCTION auth.uid() RETURNS text
+LANGUAGE sql STABLE
+AS $$ SELECT nullif(current_setting('request.jwt.claims', true), '')::json->>'sub' $$;
+
+CREATE OR REPLACE FUNCTION auth.role() RETURNS text
+LANGUAGE sql STABLE
+AS $$ SELECT nullif(current_setting('request.jwt.claims', true), '')::json->>'role' $$;
+
+GRANT EXECUTE ON FUNCTION auth.jwt(), auth.uid(), auth.role()
+    TO anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION public.get_codette_context(text, text) TO anon, service_role;
+GRANT SELECT ON public.codette, public.codette_files TO anon, authenticated, service_role;
+
+-- Per-user rows behind row-level security: each user sees only their own notes.
+CREATE TABLE public.notes (
+    owner text NOT NULL,
+    body  text NOT NULL
+);
+ALTER TABLE public.notes ENABLE ROW LEVEL SECURITY;
+CREATE POLICY notes_owner ON public.notes FOR SELECT USING (owner = auth.uid());
+GRANT SELECT ON public.notes TO anon, authenticated, service_role;
+
+INSERT INTO public.notes (owner, body) VALUES
+    ('user-a', 'user-a: compress the vocal bus 3:1'),
+    ('user-a', 'user-a: plate reverb, 30 ms pre-delay'),
+    ('user-b', 'user-b: sidechain the bass to the kick');
+
+-- The caller's notes, through RLS: {"uid": <sub or null>, "notes": [<body>, ...]}.
+CREATE OR REPLACE FUNCTION public.my_notes()
+RETURNS jsonb
+LANGUAGE sql
+STABLE
+SECURITY INVOKER
+SET search_path = public, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'uid', auth.uid(),
+        'notes', coalesce(jsonb_agg(n.body ORDER BY n.body), '[]'::jsonb)
+    )
+    FROM public.notes n;
+$$;
+
+-- A different answer every call: never safe to cache.
+CREATE OR REPLACE FUNCTION public.random_pick()
+RETURNS jsonb
+LANGUAGE sql
+VOLATILE
+AS $$ SELECT jsonb_build_object('pick', random()) $$;
+
+-- Always fails with SQLSTATE P0001 (PostgREST: 400), a detail and a hint.
+CREATE OR REPLACE FUNCTION public.fail_always()
+RETURNS jsonb
+LANGUAGE plpgsql
+STABLE
+AS $$
+BEGIN
+    RAISE EXCEPTION 'fail_always always fails'
+        USING DETAIL = 'called on purpose by a test', HINT = 'do not call fail_always';
+END
+$$;
+
+GRANT EXECUTE ON FUNCTION public.my_notes(), public.random_pick(), public.fail_always()
+    TO anon, authenticated, service_role;

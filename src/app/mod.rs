@@ -20,10 +20,14 @@ use crate::key::Key;
 use crate::metrics::Metrics;
 use crate::notify;
 use crate::origins::OriginError;
+use crate::proxy::{Proxy, ProxyError};
 use crate::server::{self, Limits};
 use crate::shutdown::Intent;
 use crate::tiers::{BuildContext, TierError};
 use crate::warm::HotSet;
+use reload::reload;
+
+mod reload;
 
 /// Swaps the log filter (given by `main`, which owns the subscriber).
 pub type SetLogLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
@@ -53,6 +57,9 @@ pub enum AppError {
         kind: &'static str,
         source: OriginError,
     },
+    /// The proxy's verifier or upstream client could not be built.
+    #[error("cannot build the proxy: {0}")]
+    Proxy(#[from] ProxyError),
 }
 
 /// Builds the shared state from a validated config. Connects to nothing.
@@ -110,6 +117,17 @@ pub fn build_state(config: Config, metrics: Arc<Metrics>) -> Result<State, AppEr
         Arc::clone(&metrics),
         policy(&config),
     ));
+    let proxy = match config.proxy_upstream() {
+        Some(upstream) => Some(Arc::new(Proxy::new(
+            &config.proxy,
+            &upstream,
+            &chain,
+            same_upstream(&config.origin, &upstream),
+            config.origin.breaker(),
+            config.origin.max_response_bytes(),
+        )?)),
+        None => None,
+    };
     let warm = &config.warm;
     let warming = warm.ready_after && (warm.file.is_some() || warm.hot_set_path.is_some());
     let live = config
@@ -132,7 +150,26 @@ pub fn build_state(config: Config, metrics: Arc<Metrics>) -> Result<State, AppEr
         listener,
         hot,
         live,
+        proxy,
     })
+}
+
+/// Whether the `/codette/context` origin answers `get_codette_context` as the proxy's
+/// upstream would: the supabase origin at the same URL, or the same function straight
+/// on the project's PostgreSQL. The sample origin is never the upstream's stand-in.
+fn same_upstream(origin: &crate::config::OriginConfig, upstream: &str) -> bool {
+    use crate::config::OriginConfig;
+    let same_function = origin
+        .function()
+        .is_some_and(|f| Key::namespace(Some(f)) == Key::PREFIX);
+    same_function
+        && match origin {
+            OriginConfig::Supabase(c) => {
+                c.url.trim_end_matches('/') == upstream.trim_end_matches('/')
+            }
+            OriginConfig::Postgres(_) => true,
+            OriginConfig::Sample(_) => false,
+        }
 }
 
 /// Warms from the hot set kept by the last run (hottest first), then `[warm] file`, in
@@ -255,6 +292,9 @@ pub async fn run(options: Options) -> Result<(), AppError> {
     if let Some(listener) = &state.listener {
         listener.spawn(Arc::clone(&state.chain), state.broadcast.clone());
     }
+    if let Some(proxy) = &state.proxy {
+        proxy.spawn_introspection(&state.config.load().proxy);
+    }
     tokio::spawn(warm_at_start(Arc::clone(&state)));
     spawn_hot_set_writer(&state);
     if let Some(live) = &state.live {
@@ -319,79 +359,4 @@ pub async fn run(options: Options) -> Result<(), AppError> {
         crate::warm::persist(hot, path).await;
     }
     Ok(())
-}
-
-/// Applies a re-read config: TTLs, stale windows, normalisation, limits, log level,
-/// admin token and advice take effect at once; listener, tier and origin changes need a
-/// restart and are reported. A config that fails to load changes nothing.
-fn reload(state: &State, path: Option<&std::path::Path>, set_log_level: &SetLogLevel) {
-    notify::reloading();
-    let new = match Config::load(path) {
-        Ok(new) => new,
-        Err(e) => {
-            tracing::error!(error = %e, "config reload rejected; the running config stays");
-            state.metrics.config_reloaded(false);
-            notify::ready();
-            return;
-        }
-    };
-    if let Err(e) = set_log_level(&new.log.level) {
-        tracing::warn!(error = %e, "log level not changed");
-    }
-    let old = state.config.load();
-    let kinds = |c: &Config| c.tiers.iter().map(|t| t.kind()).collect::<Vec<_>>();
-    let same_tiers = kinds(&old) == kinds(&new);
-    if same_tiers {
-        for (tier, cfg) in state.chain.tiers().iter().zip(&new.tiers) {
-            tier.set_ttl(tier_ttl(&new, cfg.ttl_secs()), stale_retention(&new));
-        }
-    }
-    let needs_restart: Vec<&str> = [
-        (old.server.listen != new.server.listen, "server.listen"),
-        (
-            old.server.max_connections != new.server.max_connections
-                || old.server.header_read_timeout_ms != new.server.header_read_timeout_ms,
-            "server connection limits",
-        ),
-        (
-            !same_tiers
-                || old
-                    .tiers
-                    .iter()
-                    .zip(&new.tiers)
-                    .any(|(a, b)| !same_except_ttl(a, b)),
-            "tiers",
-        ),
-        (old.origin != new.origin, "origin"),
-        (old.invalidation != new.invalidation, "invalidation"),
-        (old.warm != new.warm, "warm"),
-        (old.dashboard != new.dashboard, "dashboard"),
-    ]
-    .into_iter()
-    .filter_map(|(changed, what)| changed.then_some(what))
-    .collect();
-    if !needs_restart.is_empty() {
-        tracing::warn!(changed = ?needs_restart, "these settings take effect after a restart");
-    }
-    state.chain.set_policy(policy(&new));
-    state.config.store(Arc::new(new));
-    state.metrics.config_reloaded(true);
-    tracing::info!("config reloaded");
-    notify::ready();
-}
-
-/// Two tier configs that differ at most in their TTL.
-fn same_except_ttl(a: &crate::config::TierConfig, b: &crate::config::TierConfig) -> bool {
-    use crate::config::TierConfig::{Memory, Redis};
-    match (a.clone(), b.clone()) {
-        (Memory(mut a), Memory(b)) => {
-            a.ttl_secs = b.ttl_secs;
-            a == b
-        }
-        (Redis(mut a), Redis(b)) => {
-            a.ttl_secs = b.ttl_secs;
-            a == b
-        }
-        _ => false,
-    }
 }

@@ -1,0 +1,250 @@
+//! A proxied RPC answer as the tiers hold it: the upstream's status, the response
+//! headers a client needs replayed, and the body, in one value. Text on top so
+//! `redis-cli GET` stays readable:
+//!
+//! ```text
+//! codette-rpc/1 200
+//! content-type: application/json; charset=utf-8
+//! content-range: 0-0/*
+//!
+//! {"snippets": …}
+//! ```
+//!
+//! Only the headers in [`KEPT`] travel; the rest (dates, request ids, hop-by-hop) are
+//! the upstream's business. Whether an envelope may be stored is [`Envelope::storable_for`].
+
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+const MAGIC: &str = "codette-rpc/1 ";
+
+/// Response headers an envelope keeps (lowercase): what a client reads, plus what
+/// decides whether the answer may be stored.
+pub const KEPT: &[&str] = &[
+    "content-type",
+    "content-range",
+    "content-profile",
+    "preference-applied",
+    "content-encoding",
+    "content-language",
+    "cache-control",
+    "etag",
+    "last-modified",
+    "location",
+    "set-cookie",
+    "www-authenticate",
+    "retry-after",
+];
+
+/// A decoded envelope; `body` shares the stored bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub status: u16,
+    /// Lowercase names, in the upstream's order.
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+/// Why bytes are not an envelope.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a stored RPC answer: {0}")]
+pub struct Malformed(&'static str);
+
+impl Envelope {
+    /// The stored form.
+    pub fn encode(&self) -> Bytes {
+        let head: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 3)
+            .sum();
+        let mut out = BytesMut::with_capacity(MAGIC.len() + 5 + head + 1 + self.body.len());
+        out.put_slice(MAGIC.as_bytes());
+        out.put_slice(itoa::Buffer::new().format(self.status).as_bytes());
+        out.put_u8(b'\n');
+        for (name, value) in &self.headers {
+            out.put_slice(name.as_bytes());
+            out.put_slice(b": ");
+            out.put_slice(value.as_bytes());
+            out.put_u8(b'\n');
+        }
+        out.put_u8(b'\n');
+        out.put_slice(&self.body);
+        out.freeze()
+    }
+
+    /// Reads a stored value.
+    ///
+    /// # Errors
+    /// [`Malformed`] for anything [`Envelope::encode`] would not have written.
+    pub fn decode(stored: &Bytes) -> Result<Envelope, Malformed> {
+        let (mut envelope, start) = parse(stored)?;
+        envelope.body = stored.slice(start..);
+        Ok(envelope)
+    }
+
+    /// [`Envelope::decode`] without the body, for judging bytes in place.
+    ///
+    /// # Errors
+    /// As [`Envelope::decode`].
+    pub fn head(stored: &[u8]) -> Result<Envelope, Malformed> {
+        parse(stored).map(|(envelope, _)| envelope)
+    }
+
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// How long this answer may be stored when its function's TTL is `ttl`: `None` for
+    /// what HTTP says a shared cache must not keep (not 2xx, `Set-Cookie`, `no-store`,
+    /// `private`, `no-cache`, an encoded body, `max-age=0`), else the shorter of `ttl`
+    /// and the upstream's `s-maxage`/`max-age`.
+    pub fn storable_for(&self, ttl: Duration) -> Option<Duration> {
+        if !(200..300).contains(&self.status)
+            || self.header("set-cookie").is_some()
+            || self
+                .header("content-encoding")
+                .is_some_and(|e| e != "identity")
+        {
+            return None;
+        }
+        let mut limit = ttl;
+        let mut shared_age = None;
+        for directive in self
+            .headers
+            .iter()
+            .filter(|(n, _)| n == "cache-control")
+            .flat_map(|(_, v)| v.split(','))
+        {
+            let directive = directive.trim().to_ascii_lowercase();
+            let (name, value) = directive
+                .split_once('=')
+                .map_or((directive.as_str(), None), |(n, v)| (n, Some(v)));
+            match (name, value.map(|v| v.trim_matches('"').parse::<u64>())) {
+                ("no-store" | "private" | "no-cache", _) => return None,
+                ("s-maxage", Some(Ok(secs))) => shared_age = Some(secs),
+                ("max-age", Some(Ok(secs))) => limit = limit.min(Duration::from_secs(secs)),
+                ("s-maxage" | "max-age", Some(Err(_))) => return None,
+                _ => {}
+            }
+        }
+        if let Some(secs) = shared_age {
+            limit = ttl.min(Duration::from_secs(secs));
+        }
+        (!limit.is_zero()).then_some(limit)
+    }
+}
+
+/// The envelope without its body, and where the body starts.
+fn parse(stored: &[u8]) -> Result<(Envelope, usize), Malformed> {
+    let rest = stored
+        .strip_prefix(MAGIC.as_bytes())
+        .ok_or(Malformed("no codette-rpc/1 line"))?;
+    let end = rest
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .ok_or(Malformed("no end of headers"))?;
+    let head = std::str::from_utf8(&rest[..end]).map_err(|_| Malformed("head not UTF-8"))?;
+    let mut lines = head.split('\n');
+    let status: u16 = lines
+        .next()
+        .and_then(|s| s.parse().ok())
+        .filter(|s| (100..600).contains(s))
+        .ok_or(Malformed("bad status"))?;
+    let mut headers = Vec::new();
+    for line in lines {
+        let (name, value) = line.split_once(": ").ok_or(Malformed("bad header line"))?;
+        if !KEPT.contains(&name) || value.bytes().any(|b| b < 0x20 && b != b'\t') {
+            return Err(Malformed("unexpected header"));
+        }
+        headers.push((name.to_owned(), value.to_owned()));
+    }
+    let envelope = Envelope {
+        status,
+        headers,
+        body: Bytes::new(),
+    };
+    Ok((envelope, stored.len() - (rest.len() - end - 2)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(status: u16, headers: &[(&str, &str)], body: &str) -> Envelope {
+        Envelope {
+            status,
+            headers: headers
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect(),
+            body: Bytes::copy_from_slice(body.as_bytes()),
+        }
+    }
+
+    /// What is encoded decodes the same, a body with blank lines included.
+    #[test]
+    fn round_trip() {
+        let e = envelope(
+            206,
+            &[("content-type", "text/csv"), ("content-range", "0-1/2")],
+            "a,b\n\n1,2\n",
+        );
+        let stored = e.encode();
+        assert!(stored.starts_with(b"codette-rpc/1 206\ncontent-type: text/csv\n"));
+        assert_eq!(Envelope::decode(&stored).unwrap(), e);
+        let empty = envelope(204, &[], "");
+        assert_eq!(Envelope::decode(&empty.encode()).unwrap(), empty);
+    }
+
+    /// Another writer's bytes are not served as an answer.
+    #[test]
+    fn foreign_values_are_refused() {
+        for bad in [
+            &b"{\"snippets\": []}"[..],
+            b"codette-rpc/1 200\ncontent-type: x",
+            b"codette-rpc/1 999\n\nx",
+            b"codette-rpc/1 200\nx-evil: 1\n\nbody",
+            b"codette-rpc/1 200\nset-cookie: a\rb\n\nbody",
+        ] {
+            assert!(
+                Envelope::decode(&Bytes::from_static(bad)).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    /// HTTP's rules for a shared cache decide what is kept, and for how long.
+    #[test]
+    fn storability_follows_http() {
+        let ttl = Duration::from_secs(300);
+        let json = ("content-type", "application/json");
+        assert_eq!(envelope(200, &[json], "1").storable_for(ttl), Some(ttl));
+        assert_eq!(envelope(400, &[json], "{}").storable_for(ttl), None);
+        assert_eq!(
+            envelope(200, &[json, ("set-cookie", "a=b")], "1").storable_for(ttl),
+            None
+        );
+        for refused in [
+            "no-store",
+            "private, max-age=60",
+            "no-cache",
+            "max-age=0",
+            "max-age=x",
+        ] {
+            let e = envelope(200, &[("cache-control", refused)], "1");
+            assert_eq!(e.storable_for(ttl), None, "{refused}");
+        }
+        let capped = envelope(200, &[("cache-control", "public, max-age=60")], "1");
+        assert_eq!(capped.storable_for(ttl), Some(Duration::from_secs(60)));
+        let shared = envelope(200, &[("cache-control", "max-age=10, s-maxage=120")], "1");
+        assert_eq!(shared.storable_for(ttl), Some(Duration::from_secs(120)));
+        let gzip = envelope(200, &[("content-encoding", "gzip")], "x");
+        assert_eq!(gzip.storable_for(ttl), None);
+    }
+}

@@ -1,0 +1,194 @@
+//! The proxy's origin: a client's RPC call forwarded to the Supabase project as the
+//! client made it (its own `apikey` and `Authorization`, so row-level security sees the
+//! caller), the answer kept whole in an [`Envelope`]: status, the headers to replay,
+//! the body. Every status is an answer here, relayed verbatim; whether it is stored is
+//! the chain's judgement (`Envelope::storable_for`). Only a call that brings no answer
+//! (timeout, connection error, a body over the limit) is an [`OriginError`].
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+use super::OriginError;
+use crate::envelope::{self, Envelope};
+
+/// One RPC call to forward.
+#[derive(Debug, Clone)]
+pub struct RpcCall {
+    /// The function, as in the path (`get_codette_context`).
+    pub function: String,
+    /// GET or POST (a HEAD is asked as GET).
+    pub post: bool,
+    /// The query string as the client sent it.
+    pub query: Option<String>,
+    /// End-to-end request headers to send on (hop-by-hop ones and `Accept-Encoding` removed).
+    pub headers: HeaderMap,
+    /// The POST body.
+    pub body: Bytes,
+}
+
+/// The forwarding client.
+pub struct UpstreamOrigin {
+    client: reqwest::Client,
+    base: String,
+    timeout: Duration,
+    max_response_bytes: usize,
+}
+
+impl UpstreamOrigin {
+    /// # Errors
+    /// [`OriginError::Unreachable`] when the HTTP client cannot be built.
+    pub fn new(
+        base: &str,
+        timeout: Duration,
+        max_response_bytes: usize,
+    ) -> Result<Self, OriginError> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            // A redirect is the client's to follow, with its own credentials.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| OriginError::Unreachable(e.to_string()))?;
+        Ok(Self {
+            client,
+            base: base.trim_end_matches('/').to_owned(),
+            timeout,
+            max_response_bytes,
+        })
+    }
+
+    /// Forwards `call`; any status is an answer.
+    pub async fn forward(&self, call: &RpcCall) -> Result<Bytes, OriginError> {
+        let mut url = format!("{}/rest/v1/rpc/{}", self.base, call.function);
+        if let Some(query) = &call.query {
+            url.push('?');
+            url.push_str(query);
+        }
+        let request = if call.post {
+            self.client.post(url).body(call.body.clone())
+        } else {
+            self.client.get(url)
+        };
+        let response = request
+            .headers(call.headers.clone())
+            .send()
+            .await
+            .map_err(|e| unreachable(e, self.timeout))?;
+        let status = response.status().as_u16();
+        let headers = kept_headers(response.headers());
+        let body = super::supabase::read_limited(response, self.max_response_bytes)
+            .await
+            .map_err(|e| match e {
+                Some(e) => unreachable(e, self.timeout),
+                None => OriginError::TooLarge {
+                    limit: self.max_response_bytes,
+                },
+            })?;
+        Ok(Envelope {
+            status,
+            headers,
+            body,
+        }
+        .encode())
+    }
+
+    /// Reachable: any answer but a gateway error (the root asks for a key, so a 401 is
+    /// expected and fine).
+    pub async fn health(&self) -> Result<(), OriginError> {
+        let response = self
+            .client
+            .get(format!("{}/rest/v1/", self.base))
+            .send()
+            .await
+            .map_err(|e| unreachable(e, self.timeout))?;
+        let status = response.status().as_u16();
+        if (502..=504).contains(&status) {
+            return Err(OriginError::Status {
+                status,
+                message: "the upstream's gateway failed".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A failed send's error (no URL or key in it).
+pub fn unreachable(e: reqwest::Error, timeout: Duration) -> OriginError {
+    super::supabase::classify(e, timeout)
+}
+
+/// The response headers an envelope keeps, in order.
+fn kept_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| envelope::KEPT.contains(&name.as_str()))
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .collect()
+}
+
+/// Request headers that are the connection's, not the call's (RFC 9110 §7.6.1), plus
+/// those the forwarding sets itself.
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+    )
+}
+
+/// `headers` without hop-by-hop ones, and without those named in `Connection`.
+pub fn end_to_end(headers: &HeaderMap) -> HeaderMap {
+    let named: Vec<String> = headers
+        .get_all("connection")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect();
+    let mut out = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        if !is_hop_by_hop(name) && !named.iter().any(|n| n == name.as_str()) {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+/// A header value from text we built.
+pub fn value(text: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The connection's headers, and those `Connection` names, are not sent on.
+    #[test]
+    fn hop_by_hop_headers_are_dropped() {
+        let mut headers = HeaderMap::new();
+        headers.insert("connection", HeaderValue::from_static("close, x-private"));
+        headers.insert("x-private", HeaderValue::from_static("1"));
+        headers.insert("host", HeaderValue::from_static("a"));
+        headers.insert("te", HeaderValue::from_static("trailers"));
+        headers.insert("apikey", HeaderValue::from_static("k"));
+        headers.insert("authorization", HeaderValue::from_static("Bearer t"));
+        let kept = end_to_end(&headers);
+        let names: Vec<&str> = kept.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["apikey", "authorization"]);
+    }
+}
