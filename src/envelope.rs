@@ -37,12 +37,17 @@ pub const KEPT: &[&str] = &[
     "retry-after",
 ];
 
+/// `name` as it is in [`KEPT`], if it is.
+pub fn kept(name: &str) -> Option<&'static str> {
+    KEPT.iter().find(|k| **k == name).copied()
+}
+
 /// A decoded envelope; `body` shares the stored bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
     pub status: u16,
     /// Lowercase names, in the upstream's order.
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<(&'static str, String)>,
     pub body: Bytes,
 }
 
@@ -96,7 +101,7 @@ impl Envelope {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
-            .find(|(n, _)| n == name)
+            .find(|(n, _)| *n == name)
             .map(|(_, v)| v.as_str())
     }
 
@@ -118,7 +123,7 @@ impl Envelope {
         for directive in self
             .headers
             .iter()
-            .filter(|(n, _)| n == "cache-control")
+            .filter(|(n, _)| *n == "cache-control")
             .flat_map(|(_, v)| v.split(','))
         {
             let directive = directive.trim().to_ascii_lowercase();
@@ -159,10 +164,11 @@ fn parse(stored: &[u8]) -> Result<(Envelope, usize), Malformed> {
     let mut headers = Vec::new();
     for line in lines {
         let (name, value) = line.split_once(": ").ok_or(Malformed("bad header line"))?;
-        if !KEPT.contains(&name) || value.bytes().any(|b| b < 0x20 && b != b'\t') {
+        let name = kept(name).ok_or(Malformed("unexpected header"))?;
+        if value.bytes().any(|b| b < 0x20 && b != b'\t') {
             return Err(Malformed("unexpected header"));
         }
-        headers.push((name.to_owned(), value.to_owned()));
+        headers.push((name, value.to_owned()));
     }
     let envelope = Envelope {
         status,
@@ -181,7 +187,7 @@ mod tests {
             status,
             headers: headers
                 .iter()
-                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .map(|(n, v)| (kept(n).unwrap(), (*v).to_owned()))
                 .collect(),
             body: Bytes::copy_from_slice(body.as_bytes()),
         }

@@ -125,6 +125,7 @@ pub fn build_state(config: Config, metrics: Arc<Metrics>) -> Result<State, AppEr
             same_upstream(&config.origin, &upstream),
             config.origin.breaker(),
             config.origin.max_response_bytes(),
+            &metrics,
         )?)),
         None => None,
     };

@@ -10,22 +10,24 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use warp::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, header};
+use warp::http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header,
+};
 
 use super::{ApiError, Reply, Shared, passthrough, warp_body};
 use crate::chain::storable::{self, Verdict};
 use crate::chain::{Answer, Failure, Shape, Source};
 use crate::envelope::Envelope;
-use crate::metrics::{Outcome, ProxyResult};
+use crate::metrics::{Outcome, ProxyChildren, ProxyResult};
 use crate::origins::{Asked, RpcCall};
 use crate::proxy::request::{self, Call, Plan};
-use crate::proxy::{Proxy, Resolved};
+use crate::proxy::{Proxy, Resolved, Route};
 
 /// The path prefix of RPC calls.
 pub const RPC: &str = "/rest/v1/rpc/";
 
-/// The `function` label of calls not in the allowlist, and of non-RPC paths.
-const OTHER: &str = "other";
+/// RFC 9211's header.
+const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
 /// Answers one request under the Supabase prefixes.
 pub async fn handle<B>(
@@ -40,22 +42,13 @@ where
 {
     if request.uri().path().starts_with(passthrough::REALTIME) {
         let reply = passthrough::realtime();
-        return finish(&state, OTHER, ProxyResult::Error, started, reply, None);
+        return finish(&proxy.other, ProxyResult::Error, started, reply, None);
     }
     let function = request.uri().path().strip_prefix(RPC).unwrap_or("");
-    let Some(route) = proxy.route(function) else {
+    let Some((name, route)) = proxy.route_entry(function) else {
         let reply = passthrough::forward(&proxy, request).await;
-        return finish(
-            &state,
-            OTHER,
-            ProxyResult::Passthrough,
-            started,
-            reply,
-            None,
-        );
+        return finish(&proxy.other, ProxyResult::Passthrough, started, reply, None);
     };
-    let name = function.to_owned();
-    let chain = Arc::clone(&route.chain);
     let method = request.method().clone();
     let scope = match route.resolved() {
         // A body too large to key is forwarded as it streams.
@@ -65,113 +58,102 @@ where
         {
             scope
         }
-        _ => {
-            return bypassed(
-                &state,
-                &name,
-                started,
-                passthrough::forward(&proxy, request).await,
-            );
-        }
+        _ => return bypassed(route, started, passthrough::forward(&proxy, request).await),
     };
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let body = if method == Method::POST {
         match super::body::read_all(&state, body).await {
             Ok(body) => body,
             Err(e) => {
                 let reply = e.reply().map(warp_body);
-                return finish(&state, &name, ProxyResult::Error, started, reply, None);
+                return finish(&route.metrics, ProxyResult::Error, started, reply, None);
             }
         }
     } else {
         Bytes::new()
     };
-    let query = parts.uri.query();
     let path_and_query = parts.uri.path_and_query().map_or(RPC, |p| p.as_str());
-    let forward = || {
+    let forward = async |headers: &HeaderMap| {
         let body = reqwest::Body::from(body.clone());
-        passthrough::send(&proxy, &method, path_and_query, &parts.headers, body)
+        passthrough::send(&proxy, &method, path_and_query, headers, body).await
     };
     let Some(identity) = proxy.identify(&parts.headers).await else {
-        return bypassed(&state, &name, started, forward().await);
+        return bypassed(route, started, forward(&parts.headers).await);
     };
-    let limit = state.config.load().server.max_message_bytes;
     let call = Call {
-        function: &name,
+        function: name,
         method: &method,
-        query,
+        query: parts.uri.query(),
         headers: &parts.headers,
         body: &body,
     };
     let original = proxy.original.as_ref();
-    let (served, shape) = match request::plan(&call, scope, &identity, original.map(|_| limit)) {
+    let limit = original.map(|_| state.config.load().server.max_message_bytes);
+    let (served, shape, asked) = match request::plan(&call, scope, &identity, limit) {
         Plan::Original(context) => {
             if let Some(hot) = &state.hot {
                 hot.saw(&context);
             }
-            let main = original.unwrap_or(&chain);
-            (main.lookup(context).await, main.shape())
+            let main = original.unwrap_or(&route.chain);
+            (main.lookup(context).await, main.shape(), None)
         }
         Plan::Cached(key) => {
-            let asked = Asked::Rpc(Arc::new(RpcCall {
-                function: name.clone(),
+            // The headers move into the call: only a miss sends them on.
+            let rpc = Arc::new(RpcCall {
+                function: name.to_owned(),
                 post: method == Method::POST,
-                query: query.map(ToOwned::to_owned),
-                headers: forwarded(&parts.headers),
+                query: parts.uri.query().map(ToOwned::to_owned),
+                headers: std::mem::take(&mut parts.headers),
                 body: body.clone(),
-            }));
-            (chain.serve(key, asked).await, chain.shape())
+            });
+            let served = route.chain.serve(key, Asked::Rpc(Arc::clone(&rpc))).await;
+            (served, route.chain.shape(), Some(rpc))
         }
         Plan::Bypass(why) => {
-            tracing::debug!(function = %name, why, "proxy: forwarded without the cache");
-            return bypassed(&state, &name, started, forward().await);
+            tracing::debug!(function = name, why, "proxy: forwarded without the cache");
+            return bypassed(route, started, forward(&parts.headers).await);
         }
     };
     match served {
         Ok(answer) => {
-            let kept = !matches!(
-                storable::judge(&answer.body, shape),
-                Verdict::Keep | Verdict::Invalid | Verdict::Empty
-            );
+            let hit = answer.source.is_hit();
+            // Whether a miss's answer was stored (hits were, by definition).
+            let kept = hit
+                || !matches!(
+                    storable::judge(&answer.body, shape),
+                    Verdict::Keep | Verdict::Invalid | Verdict::Empty
+                );
             if answer.coalesced && !kept {
-                return bypassed(&state, &name, started, forward().await);
+                let headers = asked.as_ref().map_or(&parts.headers, |rpc| &rpc.headers);
+                return bypassed(route, started, forward(headers).await);
             }
-            let result = if answer.source.is_hit() {
+            let result = if hit {
                 ProxyResult::Hit
             } else {
                 ProxyResult::Miss
             };
             state.metrics.request(outcome(&answer), started.elapsed());
             let reply = render(&answer, shape, kept);
-            finish(&state, &name, result, started, reply, None)
+            finish(&route.metrics, result, started, reply, None)
         }
         Err(Failure { key, error }) => {
             tracing::debug!(key = key.as_str(), %error, "proxied call failed");
             state.metrics.request(Outcome::Error, started.elapsed());
             let reply = ApiError::origin(&error).reply().map(warp_body);
-            finish(&state, &name, ProxyResult::Error, started, reply, None)
+            finish(&route.metrics, ProxyResult::Error, started, reply, None)
         }
     }
 }
 
 /// A cached function's call forwarded without the cache.
-fn bypassed(state: &Shared, function: &str, started: Instant, reply: Reply) -> Reply {
+fn bypassed(route: &Route, started: Instant, reply: Reply) -> Reply {
     finish(
-        state,
-        function,
+        &route.metrics,
         ProxyResult::Bypass,
         started,
         reply,
-        Some("fwd=bypass"),
+        Some("codette-cache; fwd=bypass"),
     )
-}
-
-/// The request headers sent upstream for a cached call: end to end, and without
-/// `Accept-Encoding` (a stored body must be one every client can read).
-fn forwarded(headers: &HeaderMap) -> HeaderMap {
-    let mut out = crate::origins::upstream::end_to_end(headers);
-    out.remove(header::ACCEPT_ENCODING);
-    out
 }
 
 fn outcome(answer: &Answer) -> Outcome {
@@ -185,82 +167,82 @@ fn outcome(answer: &Answer) -> Outcome {
 /// The upstream's answer as it was (from the envelope, or the original function's
 /// JSON), with `Age` and `Cache-Status`.
 fn render(answer: &Answer, shape: Shape, kept: bool) -> Reply {
-    let (status, headers, body) = match shape {
+    let mut response = match shape {
         Shape::Rpc(_) => match Envelope::decode(&answer.body) {
-            Ok(e) => (e.status, e.headers, e.body),
+            Ok(e) => {
+                let mut response = Response::new(warp_body(e.body.into()));
+                *response.status_mut() =
+                    StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_GATEWAY);
+                let out = response.headers_mut();
+                for (name, value) in e.headers {
+                    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
+                        out.append(HeaderName::from_static(name), value);
+                    }
+                }
+                response
+            }
             Err(_) => {
                 // Judged on its way in; a tier cannot hand back other bytes.
                 let e = ApiError::new(
-                    warp::http::StatusCode::BAD_GATEWAY,
+                    StatusCode::BAD_GATEWAY,
                     "upstream_error",
                     "the stored answer is unreadable",
                 );
                 return e.reply().map(warp_body);
             }
         },
-        _ => (
-            200,
-            vec![(
-                "content-type".to_owned(),
-                "application/json; charset=utf-8".to_owned(),
-            )],
-            answer.body.clone(),
-        ),
+        _ => {
+            let mut response = Response::new(warp_body(answer.body.clone().into()));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json; charset=utf-8"),
+            );
+            response
+        }
     };
-    let mut status_text = String::from("codette-cache; ");
+    let out = response.headers_mut();
+    out.insert(header::AGE, HeaderValue::from(answer.age.as_secs()));
+    out.insert(CACHE_STATUS, cache_status(answer, kept));
+    response
+}
+
+/// RFC 9211's `Cache-Status` of an answer through the cache.
+fn cache_status(answer: &Answer, kept: bool) -> HeaderValue {
+    let mut text = String::with_capacity(48);
+    text.push_str("codette-cache; ");
     match (answer.source.is_hit(), answer.ttl) {
         (true, Some(ttl)) => {
             let left = ttl.as_secs() as i64 - answer.age.as_secs() as i64;
-            let _ = write!(status_text, "hit; ttl={left}");
+            let _ = write!(text, "hit; ttl={left}");
         }
-        (true, None) => status_text.push_str("hit"),
+        (true, None) => text.push_str("hit"),
         (false, _) => {
-            status_text.push_str("fwd=uri-miss");
+            text.push_str("fwd=uri-miss");
             if kept {
-                status_text.push_str("; stored");
+                text.push_str("; stored");
             }
         }
     }
     if answer.coalesced {
-        status_text.push_str("; collapsed");
+        text.push_str("; collapsed");
     }
-    let mut response = Response::new(warp_body(body.into()));
-    *response.status_mut() =
-        warp::http::StatusCode::from_u16(status).unwrap_or(warp::http::StatusCode::BAD_GATEWAY);
-    let out = response.headers_mut();
-    for (name, value) in headers {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(&value),
-        ) {
-            out.append(name, value);
-        }
-    }
-    out.insert(header::AGE, HeaderValue::from(answer.age.as_secs()));
-    if let Ok(value) = HeaderValue::from_str(&status_text) {
-        out.insert(HeaderName::from_static("cache-status"), value);
-    }
-    response
+    HeaderValue::from_maybe_shared(Bytes::from(text))
+        .unwrap_or_else(|_| HeaderValue::from_static("codette-cache"))
 }
 
 /// Records the request and adds `Cache-Status` for what did not use the cache.
 fn finish(
-    state: &Shared,
-    function: &str,
+    series: &ProxyChildren,
     result: ProxyResult,
     started: Instant,
     mut reply: Reply,
-    status: Option<&str>,
+    status: Option<&'static str>,
 ) -> Reply {
     if let Some(status) = status {
-        if let Ok(value) = HeaderValue::from_str(&format!("codette-cache; {status}")) {
-            reply
-                .headers_mut()
-                .append(HeaderName::from_static("cache-status"), value);
-        }
+        reply
+            .headers_mut()
+            .append(CACHE_STATUS, HeaderValue::from_static(status));
     }
-    state
-        .metrics
-        .proxy_request(function, result, started.elapsed());
+    series.record(result, started.elapsed());
     reply
 }

@@ -29,7 +29,7 @@ pub use labels::{
     EvictionCause, INVALIDATION_OPS, InvalidationSource, OriginResult, Outcome, Refresh, TierOp,
     ValueRejection,
 };
-pub use proxy::ProxyResult;
+pub use proxy::{ProxyChildren, ProxyResult};
 use recorder::Recorder;
 use registrar::{Registrar, grid};
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec};
 
 use super::REQUEST_BUCKETS;
 use super::registrar::Registrar;
@@ -70,12 +70,14 @@ impl ProxyFamilies {
         Self { requests, duration }
     }
 
-    pub fn record(&self, function: &str, result: ProxyResult, elapsed: Duration) {
-        let labels = [function, result.as_str()];
-        self.requests.with_label_values(&labels).inc();
-        self.duration
-            .with_label_values(&labels)
-            .observe(elapsed.as_secs_f64());
+    /// One function's series, resolved once so a request does no label hashing.
+    pub fn children(&self, function: &str) -> ProxyChildren {
+        ProxyChildren {
+            requests: ProxyResult::ALL
+                .map(|r| self.requests.with_label_values(&[function, r.as_str()])),
+            duration: ProxyResult::ALL
+                .map(|r| self.duration.with_label_values(&[function, r.as_str()])),
+        }
     }
 
     /// Requests so far for `function`, by result (for the JSON dashboards).
@@ -87,5 +89,20 @@ impl ProxyFamilies {
                 .map_or(0, |c| c.get());
             (r, n)
         })
+    }
+}
+
+/// One function's proxy series, by [`ProxyResult`].
+#[derive(Clone)]
+pub struct ProxyChildren {
+    requests: [IntCounter; 5],
+    duration: [Histogram; 5],
+}
+
+impl ProxyChildren {
+    pub fn record(&self, result: ProxyResult, elapsed: Duration) {
+        let i = result as usize;
+        self.requests[i].inc();
+        self.duration[i].observe(elapsed.as_secs_f64());
     }
 }

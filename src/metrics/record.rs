@@ -97,9 +97,9 @@ impl Metrics {
         self.refreshes[reason as usize].inc();
     }
 
-    /// One request under the Supabase prefixes (`function` bounded by the caller).
-    pub fn proxy_request(&self, function: &str, result: super::ProxyResult, elapsed: Duration) {
-        self.proxy.record(function, result, elapsed);
+    /// The proxy series of `function` (a listed function, or `other`).
+    pub fn proxy_children(&self, function: &str) -> super::ProxyChildren {
+        self.proxy.children(function)
     }
 
     /// Proxied requests so far for `function`, by result.

@@ -121,12 +121,14 @@ pub fn unreachable(e: reqwest::Error, timeout: Duration) -> OriginError {
 }
 
 /// The response headers an envelope keeps, in order.
-fn kept_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+fn kept_headers(headers: &HeaderMap) -> Vec<(&'static str, String)> {
     headers
         .iter()
-        .filter(|(name, _)| envelope::KEPT.contains(&name.as_str()))
         .filter_map(|(name, value)| {
-            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+            Some((
+                envelope::kept(name.as_str())?,
+                value.to_str().ok()?.to_owned(),
+            ))
         })
         .collect()
 }

@@ -201,6 +201,9 @@ struct Claims {
     role: Option<String>,
     #[serde(default)]
     sub: Option<String>,
+    /// Required, and checked, by `decode`.
+    #[serde(default)]
+    exp: u64,
 }
 
 /// Verifies tokens with the configured secret and JWKS. Cheap to share (`Arc`).
@@ -238,6 +241,15 @@ impl Verifier {
     /// # Errors
     /// [`JwtError`] saying why the token is not accepted.
     pub async fn verify(&self, token: &str) -> Result<Identity, JwtError> {
+        self.verify_until(token).await.map(|(identity, _)| identity)
+    }
+
+    /// [`Verifier::verify`], with the token's `exp` (Unix seconds): how long the
+    /// verdict holds.
+    ///
+    /// # Errors
+    /// As [`Verifier::verify`].
+    pub async fn verify_until(&self, token: &str) -> Result<(Identity, u64), JwtError> {
         if self.secret.is_none() && self.jwks.is_none() {
             return Err(JwtError::NoKey);
         }
@@ -282,7 +294,7 @@ impl Verifier {
             .filter(|r| !r.is_empty())
             .ok_or(JwtError::MissingRole)?;
         let sub = claims.sub.filter(|s| !s.is_empty());
-        Ok(Identity { role, sub })
+        Ok((Identity { role, sub }, claims.exp))
     }
 }
 

@@ -15,6 +15,7 @@
 //! `optionally_filename` as text, nothing shaping the answer) is the original's request
 //! and uses the original keys (`context:<md5>`), shared with `/codette/context`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -58,7 +59,7 @@ pub struct Call<'a> {
 #[derive(Serialize, PartialEq, Eq)]
 enum Arg<'a> {
     /// A GET parameter or a POST string.
-    Text(std::borrow::Cow<'a, str>),
+    Text(Cow<'a, str>),
     /// Any other JSON value, compact.
     Json(String),
 }
@@ -68,11 +69,11 @@ enum Arg<'a> {
 struct Preimage<'a> {
     profile: &'a str,
     function: &'a str,
-    args: BTreeMap<std::borrow::Cow<'a, str>, Arg<'a>>,
-    accept: String,
+    args: BTreeMap<Cow<'a, str>, Arg<'a>>,
+    accept: Cow<'a, str>,
     prefer: Vec<String>,
     range: &'a str,
-    shaping: Vec<(std::borrow::Cow<'a, str>, std::borrow::Cow<'a, str>)>,
+    shaping: Vec<(Cow<'a, str>, Cow<'a, str>)>,
     scope: &'static str,
     role: &'a str,
     sub: &'a str,
@@ -89,8 +90,9 @@ pub fn plan(call: &Call, scope: Scope, identity: &Identity, original: Option<usi
             if let Some(request) = request {
                 return Plan::Original(request);
             }
-            match serde_json::to_vec(&p) {
-                Ok(bytes) => Plan::Cached(Key::hashed_rpc(call.function, &bytes)),
+            let mut hasher = Key::rpc_hasher();
+            match serde_json::to_writer(&mut hasher, &p) {
+                Ok(()) => Plan::Cached(hasher.key(call.function)),
                 Err(_) => Plan::Bypass("arguments"),
             }
         }
@@ -184,7 +186,10 @@ fn preimage<'a>(
 }
 
 /// The media types PostgREST answers an RPC in, normalised; any other is forwarded.
-fn accept(value: &str) -> Result<String, &'static str> {
+fn accept(value: &str) -> Result<Cow<'static, str>, &'static str> {
+    if matches!(value, "" | "*/*" | "application/json") {
+        return Ok(Cow::Borrowed("json"));
+    }
     let mut kinds = Vec::new();
     for item in value.split(',').filter(|i| !i.trim().is_empty()) {
         let mut parts = item.split(';').map(|p| p.trim().to_ascii_lowercase());
@@ -203,8 +208,8 @@ fn accept(value: &str) -> Result<String, &'static str> {
         });
     }
     Ok(match kinds.as_slice() {
-        [] => "json".to_owned(),
-        _ => kinds.join(","),
+        [] => Cow::Borrowed("json"),
+        _ => Cow::Owned(kinds.join(",")),
     })
 }
 

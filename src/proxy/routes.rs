@@ -14,6 +14,7 @@ use super::jwt::looks_like_jwt;
 use super::{Identity, JwtError, ProxyConfig, Scope, Verifier};
 use crate::chain::{Chain, Policy, Shape};
 use crate::key::Key;
+use crate::metrics::{Metrics, ProxyChildren};
 use crate::origins::{BreakerSettings, Origin, OriginError, UpstreamOrigin};
 
 /// Why the proxy could not be built.
@@ -23,6 +24,25 @@ pub enum ProxyError {
     Jwt(#[from] JwtError),
     #[error("proxy upstream: {0}")]
     Upstream(#[from] OriginError),
+}
+
+/// Tokens whose verdict is kept.
+const VERIFIED_TOKENS: u64 = 10_000;
+/// How long a verdict is kept at most: a key removed from the JWKS stops being
+/// honoured within this time.
+const VERIFIED_FOR: Duration = Duration::from_secs(60);
+
+#[derive(Clone)]
+struct Verified {
+    identity: Arc<Identity>,
+    /// The token's `exp`, in Unix seconds.
+    expires: u64,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// What a cached function's calls get now.
@@ -40,6 +60,8 @@ pub enum Resolved {
 /// One cached function.
 pub struct Route {
     pub chain: Arc<Chain>,
+    /// Its `codette_cache_proxy_*` series.
+    pub metrics: ProxyChildren,
     configured: Scope,
     resolved: RwLock<Resolved>,
 }
@@ -56,6 +78,12 @@ pub struct Proxy {
     verifier: Verifier,
     publishable: Vec<crate::secret::Secret>,
     routes: HashMap<String, Route>,
+    /// The series of everything not a listed function (`function="other"`).
+    pub other: ProxyChildren,
+    /// Tokens verified lately, so a client's every call does not redo the signature.
+    verified: moka::sync::Cache<Box<str>, Verified>,
+    /// A caller with a publishable key.
+    anon: Arc<Identity>,
     /// The `/codette/context` chain, for plain calls of the original function, when it
     /// asks the same upstream (so its entries are the same answers).
     pub original: Option<Arc<Chain>>,
@@ -79,6 +107,7 @@ impl Proxy {
         aliased: bool,
         breaker: BreakerSettings,
         max_response_bytes: usize,
+        metrics: &Metrics,
     ) -> Result<Self, ProxyError> {
         let timeout = Duration::from_millis(config.timeout_ms);
         let mut routes = HashMap::new();
@@ -99,6 +128,7 @@ impl Proxy {
                 f.name.clone(),
                 Route {
                     chain: Arc::new(chain),
+                    metrics: metrics.proxy_children(&f.name),
                     configured: f.scope,
                     resolved: RwLock::new(resolved),
                 },
@@ -109,6 +139,15 @@ impl Proxy {
             verifier: Verifier::new(&config.jwt)?,
             publishable: config.publishable_keys.clone(),
             routes,
+            other: metrics.proxy_children("other"),
+            anon: Arc::new(Identity {
+                role: "anon".into(),
+                sub: None,
+            }),
+            verified: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_TOKENS)
+                .time_to_live(VERIFIED_FOR)
+                .build(),
             original: aliased.then(|| Arc::clone(main)),
             client: reqwest::Client::builder()
                 .connect_timeout(timeout)
@@ -140,6 +179,13 @@ impl Proxy {
         self.routes.get(name)
     }
 
+    /// The cached function named `name`, with the name as the proxy holds it.
+    pub fn route_entry(&self, name: &str) -> Option<(&str, &Route)> {
+        self.routes
+            .get_key_value(name)
+            .map(|(k, r)| (k.as_str(), r))
+    }
+
     /// The cached functions' names, sorted.
     pub fn functions(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.routes.keys().map(String::as_str).collect();
@@ -157,7 +203,7 @@ impl Proxy {
     /// Who the caller is: the user token (`Authorization: Bearer <JWT>`) verified, else
     /// the API key: a legacy anon key (a JWT, verified) or a configured publishable key
     /// (role `anon`). `None`: not verifiable, so never served from or into the cache.
-    pub async fn identify(&self, headers: &HeaderMap) -> Option<Identity> {
+    pub async fn identify(&self, headers: &HeaderMap) -> Option<Arc<Identity>> {
         let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
         let bearer = text("authorization")
             .and_then(|v| {
@@ -167,7 +213,7 @@ impl Proxy {
             .map(str::trim);
         let apikey = text("apikey").map(str::trim);
         if let Some(token) = bearer.filter(|t| looks_like_jwt(t)) {
-            return self.verifier.verify(token).await.ok();
+            return self.verify(token).await;
         }
         // A non-JWT bearer is only the API key repeated (what supabase-js sends).
         if bearer.is_some_and(|b| Some(b) != apikey) {
@@ -175,15 +221,34 @@ impl Proxy {
         }
         let key = apikey?;
         if looks_like_jwt(key) {
-            return self.verifier.verify(key).await.ok();
+            return self.verify(key).await;
         }
         self.publishable
             .iter()
             .any(|p| bool::from(p.expose().as_bytes().ct_eq(key.as_bytes())))
-            .then(|| Identity {
-                role: "anon".into(),
-                sub: None,
-            })
+            .then(|| Arc::clone(&self.anon))
+    }
+
+    /// A token's identity, from the tokens verified lately or by verifying it. A cached
+    /// verdict lasts [`VERIFIED_FOR`] at most and never past the token's `exp`; a
+    /// failed one is not kept (so a new key in the JWKS is found at once).
+    async fn verify(&self, token: &str) -> Option<Arc<Identity>> {
+        let now = unix_now();
+        if let Some(v) = self.verified.get(token) {
+            if v.expires > now {
+                return Some(v.identity);
+            }
+        }
+        let (identity, expires) = self.verifier.verify_until(token).await.ok()?;
+        let identity = Arc::new(identity);
+        self.verified.insert(
+            token.into(),
+            Verified {
+                identity: Arc::clone(&identity),
+                expires,
+            },
+        );
+        Some(identity)
     }
 
     /// Asks the database what each function is (`[proxy] introspect_url`), in the
