@@ -5,7 +5,7 @@
 //! [`ClientResult`].
 //!
 //! ```ignore
-//! let r = node_rpc(&rest.url(), &anon_key(), Some(&user_token("user-a")), "my_notes", &json!({}), false);
+//! let r = rpc(Client::Node, &rest.url(), &anon_key(), Some(&user_token("user-a")), "my_notes", &json!({}), false);
 //! assert_eq!(r.status, 200);
 //! let r = Rpc::new(&url, &anon_key(), "fail_always").raw_headers().run(Client::Python);
 //! ```
@@ -243,31 +243,8 @@ impl Rpc {
     }
 }
 
-/// supabase-js: `createClient(url, key, token?).rpc(function, args, { get })`.
-pub fn node_rpc(
-    url: &str,
-    key: &str,
-    token: Option<&str>,
-    function: &str,
-    args: &Value,
-    get: bool,
-) -> ClientResult {
-    rpc(Client::Node, url, key, token, function, args, get)
-}
-
-/// supabase-py: `create_client(url, key, options).rpc(function, args, get=get).execute()`.
-pub fn python_rpc(
-    url: &str,
-    key: &str,
-    token: Option<&str>,
-    function: &str,
-    args: &Value,
-    get: bool,
-) -> ClientResult {
-    rpc(Client::Python, url, key, token, function, args, get)
-}
-
-/// `node_rpc` or `python_rpc`.
+/// One `rpc(function, args)` by `client` (supabase-js or supabase-py), with the user
+/// token if any, as GET when `get`.
 pub fn rpc(
     client: Client,
     url: &str,
@@ -520,11 +497,8 @@ fn an_invalid_token_is_a_401() {
             ("expired", expired.as_str()),
             ("garbage", "not-a-jwt"),
         ] {
-            let call = match client {
-                Client::Node => node_rpc,
-                Client::Python => python_rpc,
-            };
-            let r = call(
+            let r = rpc(
+                client,
                 &rest.url(),
                 &anon_key(),
                 Some(token),

@@ -66,6 +66,25 @@ pub fn setup(introspect: bool) -> Setup {
     ]
     .concat();
     let daemon = Daemon::start(&config);
+    // A subscription that comes up empties the memory tier (it may have missed
+    // invalidations): wait for it, so it cannot empty it under a test's feet.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status: Value = reqwest::blocking::get(daemon.url("/codette/cache/status"))
+            .and_then(Response::json)
+            .unwrap_or_default();
+        if status["invalidation"]["subscribed"] == true
+            && status["cache_backends"]["redis_cache"] == "connected"
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never subscribed:\n{}",
+            daemon.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     Setup {
         _pg: pg,
         rest,
@@ -373,5 +392,43 @@ fn other_paths_pass_through() {
             .filter(|l| l.contains("proxy_requests"))
             .collect::<Vec<_>>()
             .join("\n")
+    );
+}
+
+/// Proxied entries live in the shared tiers: a clear reaches them, in memory and Redis.
+#[test]
+fn a_clear_reaches_proxied_entries() {
+    let s = setup(false);
+    let token = user_token("user-a");
+    assert_eq!(
+        cache_status(&s.via_daemon("my_notes", &json!({}), &token)),
+        "codette-cache; fwd=uri-miss; stored"
+    );
+    // The shared tier is written just after the answer.
+    let scan = || {
+        s.redis
+            .cmd(&["--scan", "--pattern", "context:rpc:my_notes:*"])
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while scan().lines().count() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "never stored in Redis: {}",
+            scan()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(cache_status(&s.via_daemon("my_notes", &json!({}), &token)).contains("hit"));
+    let cleared = s
+        .http
+        .post(s.daemon.url("/codette/cache/clear"))
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .send()
+        .unwrap();
+    assert_eq!(cleared.status(), 200);
+    assert_eq!(scan(), "", "gone from Redis");
+    assert_eq!(
+        cache_status(&s.via_daemon("my_notes", &json!({}), &token)),
+        "codette-cache; fwd=uri-miss; stored"
     );
 }

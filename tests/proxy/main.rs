@@ -9,7 +9,7 @@
 //!   cached, for whom, under which key, and what passes through.
 //! - `through_daemon`: both client libraries pointed at the daemon instead.
 //! - `clients`: the helper API to run a client library's `rpc` ([`clients::Rpc`],
-//!   [`clients::node_rpc`], [`clients::python_rpc`]), and both clients against the
+//!   [`clients::rpc`]), and both clients against the
 //!   gateway directly.
 
 mod clients;
