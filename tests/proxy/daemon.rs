@@ -432,3 +432,46 @@ fn a_clear_reaches_proxied_entries() {
         "codette-cache; fwd=uri-miss; stored"
     );
 }
+
+/// Concurrent misses of one user's call share one upstream call (`collapsed`); another
+/// user's identical call does not join it.
+#[test]
+fn concurrent_misses_collapse_per_scope() {
+    let s = setup(false);
+    s.rest.set_delay(Duration::from_millis(400));
+    let before = s.rest.calls_to("my_notes");
+    let statuses: Vec<(String, String)> = std::thread::scope(|scope| {
+        let calls: Vec<_> = ["user-a", "user-a", "user-a", "user-a", "user-b"]
+            .into_iter()
+            .map(|user| {
+                let s = &s;
+                scope.spawn(move || {
+                    let r = s.via_daemon("my_notes", &json!({}), &user_token(user));
+                    (user.to_owned(), cache_status(&r))
+                })
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    s.rest.set_delay(Duration::ZERO);
+    assert_eq!(s.rest.calls_to("my_notes") - before, 2, "{statuses:?}");
+    // The first user-a call asked upstream; the others joined it (or, had one come
+    // after it ended, found its entry).
+    let joined = |st: &str| st.ends_with("; collapsed") || st.contains("; hit");
+    let user_a: Vec<&str> = statuses
+        .iter()
+        .filter(|(u, _)| u == "user-a")
+        .map(|(_, st)| st.as_str())
+        .collect();
+    assert_eq!(
+        user_a.iter().filter(|st| joined(st)).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert!(
+        user_a.iter().any(|st| st.ends_with("; collapsed")),
+        "{statuses:?}"
+    );
+    let b = statuses.iter().find(|(u, _)| u == "user-b").unwrap();
+    assert_eq!(b.1, "codette-cache; fwd=uri-miss; stored", "{statuses:?}");
+}
