@@ -417,7 +417,47 @@ async fn handle(
     if let Some(rest) = path.strip_prefix("/auth/v1/") {
         return Ok(auth(&state, rest, method, &query, &headers, &body));
     }
+    if let Some(object) = path.strip_prefix("/storage/v1/object/") {
+        return Ok(storage(object, method, &query, &body));
+    }
     Ok(kong_error(404, "no Route matched with those values"))
+}
+
+/// A storage stand-in for pass-through tests of large bodies: `POST` answers the size
+/// and SHA-256 of what it received; `GET …?bytes=N` sends N bytes of a known pattern
+/// (`pattern_bytes`).
+fn storage(
+    object: &str,
+    method: Method,
+    query: &[(String, String)],
+    body: &bytes::Bytes,
+) -> Response<String> {
+    use sha2::Digest;
+    if method == Method::POST {
+        let digest = Sha256::digest(body);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let answer = json!({"Key": object, "size": body.len(), "sha256": hex});
+        return Response::builder()
+            .status(200)
+            .header("content-type", "application/json")
+            .body(answer.to_string())
+            .expect("response");
+    }
+    let n = query
+        .iter()
+        .find(|(k, _)| k == "bytes")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/octet-stream")
+        .body(pattern_bytes(n))
+        .expect("response")
+}
+
+/// `n` bytes of a repeating ASCII pattern.
+pub fn pattern_bytes(n: usize) -> String {
+    (0..n).map(|i| char::from(b'a' + (i % 26) as u8)).collect()
 }
 
 // ---------------------------------------------------------------------------------------
