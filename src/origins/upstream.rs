@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderName};
 
 use super::OriginError;
 use crate::envelope::{self, Envelope};
@@ -22,7 +22,7 @@ pub struct RpcCall {
     pub post: bool,
     /// The query string as the client sent it.
     pub query: Option<String>,
-    /// End-to-end request headers to send on (hop-by-hop ones and `Accept-Encoding` removed).
+    /// The client's request headers, as they came ([`sent_on`] picks what is sent).
     pub headers: HeaderMap,
     /// The POST body.
     pub body: Bytes,
@@ -73,7 +73,7 @@ impl UpstreamOrigin {
             self.client.get(url)
         };
         let response = request
-            .headers(call.headers.clone())
+            .headers(sent_on(&call.headers))
             .send()
             .await
             .map_err(|e| unreachable(e, self.timeout))?;
@@ -170,13 +170,19 @@ pub fn end_to_end(headers: &HeaderMap) -> HeaderMap {
     out
 }
 
-/// A header value from text we built.
-pub fn value(text: &str) -> Option<HeaderValue> {
-    HeaderValue::from_str(text).ok()
+/// What a cached call sends upstream: the end-to-end headers without
+/// `Accept-Encoding`, so a stored body is one every client can read. Worked out on a
+/// miss only; a hit never forwards.
+fn sent_on(headers: &HeaderMap) -> HeaderMap {
+    let mut out = end_to_end(headers);
+    out.remove(reqwest::header::ACCEPT_ENCODING);
+    out
 }
 
 #[cfg(test)]
 mod tests {
+    use reqwest::header::HeaderValue;
+
     use super::*;
 
     /// The connection's headers, and those `Connection` names, are not sent on.
@@ -191,6 +197,10 @@ mod tests {
         headers.insert("authorization", HeaderValue::from_static("Bearer t"));
         let kept = end_to_end(&headers);
         let names: Vec<&str> = kept.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["apikey", "authorization"]);
+        headers.insert("accept-encoding", HeaderValue::from_static("gzip"));
+        let sent = sent_on(&headers);
+        let names: Vec<&str> = sent.keys().map(HeaderName::as_str).collect();
         assert_eq!(names, ["apikey", "authorization"]);
     }
 }

@@ -518,3 +518,31 @@ fn large_bodies_pass_through() {
         "the same bytes back"
     );
 }
+
+/// A miss asks the upstream with the client's credentials but not its connection's
+/// headers, and without `Accept-Encoding` (a stored body must suit every client).
+#[test]
+fn a_miss_sends_the_call_not_the_connection() {
+    let s = setup(false);
+    let token = user_token("user-a");
+    let r = s
+        .http
+        .post(s.daemon.url("/rest/v1/rpc/my_notes"))
+        .header("apikey", anon_key())
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .header("accept-encoding", "gzip")
+        .header("connection", "keep-alive, x-hop")
+        .header("x-hop", "1")
+        .body("{}")
+        .send()
+        .unwrap();
+    assert_eq!(cache_status(&r), "codette-cache; fwd=uri-miss; stored");
+    let sent = s.rest.last_request().unwrap();
+    assert_eq!(sent.path, "/rest/v1/rpc/my_notes");
+    assert_eq!(sent.header("accept-encoding"), None);
+    assert_eq!(sent.header("x-hop"), None);
+    let host = s.rest.url().trim_start_matches("http://").to_owned();
+    assert_eq!(sent.header("host"), Some(host.as_str()));
+    assert_eq!(sent.bearer(), Some(token.as_str()));
+}
