@@ -78,6 +78,16 @@ impl Key {
         RpcHasher(Md5::new())
     }
 
+    /// The prefix of `function`'s proxied keys: `context:rpc:<function>:`.
+    pub fn rpc_namespace(function: &str) -> String {
+        let mut text = String::with_capacity(Self::PREFIX.len() + 4 + function.len() + 33);
+        text.push_str(Self::PREFIX);
+        text.push_str("rpc:");
+        text.push_str(function);
+        text.push(':');
+        text
+    }
+
     /// A key as another instance names it: `context:` then up to 200 printable ASCII
     /// characters. `None` for anything else.
     pub fn parse(text: &str) -> Option<Key> {
@@ -115,11 +125,7 @@ pub struct RpcHasher(Md5);
 impl RpcHasher {
     /// The key of `function`'s call.
     pub fn key(self, function: &str) -> Key {
-        let mut text = String::with_capacity(Key::PREFIX.len() + 4 + function.len() + 33);
-        text.push_str(Key::PREFIX);
-        text.push_str("rpc:");
-        text.push_str(function);
-        text.push(':');
+        let mut text = Key::rpc_namespace(function);
         push_hex(&mut text, &self.0.finalize());
         Key(text)
     }

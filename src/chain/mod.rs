@@ -177,11 +177,6 @@ impl Chain {
         }
     }
 
-    /// The key prefix of this chain's answers.
-    pub fn namespace(&self) -> &str {
-        &self.namespace
-    }
-
     pub fn shape(&self) -> Shape {
         self.shape
     }

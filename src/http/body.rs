@@ -40,13 +40,7 @@ pub fn bytes(state: Shared) -> impl Filter<Extract = (BytesMut,), Error = Reject
             let read = read_limited(stream, limit);
             tokio::time::timeout(Duration::from_millis(server.header_read_timeout_ms), read)
                 .await
-                .map_err(|_| {
-                    warp::reject::custom(ApiError::new(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "body_timeout",
-                        "the request body did not arrive in time",
-                    ))
-                })?
+                .map_err(|_| warp::reject::custom(timed_out()))?
         })
 }
 
@@ -58,12 +52,7 @@ where
     let mut stream = std::pin::pin!(stream);
     let mut body = BytesMut::new();
     while let Some(chunk) = stream.next().await {
-        let mut chunk = chunk.map_err(|_| {
-            warp::reject::custom(ApiError::bad_request(
-                "incomplete_body",
-                "the request body ended before its declared length",
-            ))
-        })?;
+        let mut chunk = chunk.map_err(|_| warp::reject::custom(incomplete()))?;
         if (body.len() + chunk.remaining()) as u64 > limit {
             return Err(warp::reject::custom(too_large(limit)));
         }
@@ -95,15 +84,8 @@ where
     match tokio::time::timeout(wait, read.collect()).await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
-        Ok(Err(_)) => Err(ApiError::bad_request(
-            "incomplete_body",
-            "the request body ended before its declared length",
-        )),
-        Err(_) => Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "body_timeout",
-            "the request body did not arrive in time",
-        )),
+        Ok(Err(_)) => Err(incomplete()),
+        Err(_) => Err(timed_out()),
     }
 }
 
@@ -113,6 +95,21 @@ pub fn declared_over_limit(state: &Shared, headers: &warp::http::HeaderMap) -> b
         .get(warp::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         .is_some_and(|n| n > state.config.load().server.max_body_bytes)
+}
+
+fn timed_out() -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "body_timeout",
+        "the request body did not arrive in time",
+    )
+}
+
+fn incomplete() -> ApiError {
+    ApiError::bad_request(
+        "incomplete_body",
+        "the request body ended before its declared length",
+    )
 }
 
 fn too_large(limit: u64) -> ApiError {

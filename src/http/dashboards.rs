@@ -303,17 +303,16 @@ fn status(state: &Shared, s: &Snapshot) -> Value {
             "consecutive_failures": breaker.consecutive_failures(),
             "refusals": state.metrics.breaker_refusals(),
         },
-        "proxy": state.proxy.as_ref().map(|p| proxy_view(state, p)),
+        "proxy": state.proxy.as_ref().map(|p| proxy_view(p)),
         "timestamp": timestamp(),
     })
 }
 
 /// The proxy, function by function: its scope now, its breaker, its requests by result.
-fn proxy_view(state: &Shared, proxy: &crate::proxy::Proxy) -> Value {
-    let counts = |function: &str| -> serde_json::Map<String, Value> {
-        state
-            .metrics
-            .proxy_counts(function)
+fn proxy_view(proxy: &crate::proxy::Proxy) -> Value {
+    let counts = |series: &crate::metrics::ProxyChildren| -> serde_json::Map<String, Value> {
+        series
+            .counts()
             .iter()
             .map(|(result, n)| (result.as_str().to_owned(), json!(n)))
             .collect()
@@ -332,13 +331,13 @@ fn proxy_view(state: &Shared, proxy: &crate::proxy::Proxy) -> Value {
                 "function": name,
                 "scope": scope,
                 "breaker": route.chain.breaker().state().as_str(),
-                "requests": counts(name),
+                "requests": counts(&route.metrics),
             }))
         })
         .collect();
     json!({
         "upstream": crate::secret::redact_url(proxy.upstream()),
         "functions": functions,
-        "other": counts("other"),
+        "other": counts(&proxy.other),
     })
 }

@@ -5,10 +5,10 @@
 //! hyper drops the body of a HEAD answer); a known path asked with a method it does not
 //! take is 405 with `Allow`. Then `GET /codette/context`, the request every cache hit
 //! is, goes straight to its handler; every other request goes through warp's filter
-//! tree. Why: a warp service is cloned for each request (the whole filter tree: an `Arc<State>` count bumped and
-//! dropped per route, contended between cores), and the tree is walked route by route;
-//! on a memory hit that was most of the difference to the bare HTTP ceiling that was
-//! not kernel time.
+//! tree. Why: a warp service is cloned for each request (the whole filter tree: an
+//! `Arc<State>` count bumped and dropped per route, contended between cores), and the
+//! tree is walked route by route; on a memory hit that was most of the difference to
+//! the bare HTTP ceiling that was not kernel time.
 
 use std::convert::Infallible;
 use std::time::Instant;

@@ -102,11 +102,6 @@ impl Metrics {
         self.proxy.children(function)
     }
 
-    /// Proxied requests so far for `function`, by result.
-    pub fn proxy_counts(&self, function: &str) -> [(super::ProxyResult, u64); 5] {
-        self.proxy.counts(function)
-    }
-
     pub fn coalesced_waiter(&self) {
         self.coalesced.inc();
     }

@@ -114,7 +114,7 @@ impl Proxy {
         for f in &config.functions {
             let origin = UpstreamOrigin::new(upstream, timeout, max_response_bytes)?;
             let chain = main.sibling(
-                format!("{}rpc:{}:", Key::PREFIX, f.name),
+                Key::rpc_namespace(&f.name),
                 Shape::Rpc(Duration::from_secs(f.ttl_secs)),
                 Origin::Upstream(origin),
                 breaker,
