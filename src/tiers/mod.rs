@@ -6,6 +6,7 @@
 
 pub mod memory;
 pub mod redis;
+mod redis_batch;
 pub mod redis_cluster;
 mod redis_cluster_fence;
 mod redis_cluster_nodes;

@@ -4,7 +4,8 @@
 //! bytes (GETRANGE), so a huge value another writer left is a miss, never read whole;
 //! whether a value may be served at all is the chain's call (`chain/storable.rs`).
 //!
-//! Failure handling is `redis_link.rs`'s circuit, with PING as its probe.
+//! Failure handling is `redis_link.rs`'s circuit, with PING as its probe. Reads are
+//! pipelined with the other reads of the moment (`redis_batch.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use futures_util::FutureExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
 
+use super::redis_batch::Batch;
 use super::redis_fence::{self as fence, VERSION_TTL_MS};
 use super::redis_link::{self as link, Link};
 use super::{BuildContext, CacheTier, Entry, Found, Health, Size, TierError, TierKind, Watch};
@@ -60,6 +62,8 @@ impl RedisConfig {
 /// The Redis tier.
 pub struct RedisTier {
     link: Link<ConnectionManager>,
+    /// Reads go out as pipelines of the moment's reads (`redis_batch.rs`).
+    batch: Batch<ConnectionManager>,
 }
 
 impl RedisTier {
@@ -91,6 +95,7 @@ impl RedisTier {
             .boxed()
         });
         Ok(Self {
+            batch: Batch::new(conn.clone(), ctx.max_value_bytes),
             link: Link::new(conn, TierKind::Redis, timeout, ctx, ping),
         })
     }
@@ -98,7 +103,7 @@ impl RedisTier {
 
 impl CacheTier for RedisTier {
     async fn get(&self, key: &Key) -> Result<Option<Found>, TierError> {
-        self.link.read(key).await
+        self.link.read_batched(key, &self.batch).await
     }
 
     async fn watch(&self, key: &Key, tags: &[Tag]) -> Result<Option<Watch>, TierError> {

@@ -16,6 +16,7 @@ use futures_util::future::BoxFuture;
 use redis::aio::ConnectionLike;
 use tokio::sync::Notify;
 
+use super::redis_batch::{Batch, read_commands};
 use super::{BuildContext, Entry, Found, Health, TierError, TierKind};
 use crate::key::Key;
 use crate::metrics::Metrics;
@@ -189,24 +190,34 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> Link<C> {
     /// Reads one value: at most `max_value_bytes + 1` bytes of it (GETRANGE), so a huge
     /// value another writer left is a miss, never read whole.
     pub async fn read(&self, key: &Key) -> Result<Option<Found>, TierError> {
-        let (k, limit) = (key.as_str(), self.max_value_bytes);
-        // PTTL first: -2 says the key is absent (GETRANGE answers "" for that too).
-        let (pttl, body): (i64, Bytes) = self
+        let limit = self.max_value_bytes;
+        let reply = self
             .call(async |c| {
-                redis::pipe()
-                    .cmd("PTTL")
-                    .arg(k)
-                    .cmd("GETRANGE")
-                    .arg(k)
-                    .arg(0)
-                    .arg(limit)
-                    .query_async(c)
-                    .await
+                let mut pipe = redis::pipe();
+                read_commands(&mut pipe, key.as_str(), limit);
+                pipe.query_async(c).await
             })
             .await?;
+        self.found(reply)
+    }
+
+    /// [`Link::read`] through `batch`: sent with the other reads of the moment.
+    pub async fn read_batched(
+        &self,
+        key: &Key,
+        batch: &Batch<C>,
+    ) -> Result<Option<Found>, TierError> {
+        let reply = self.call(async |_| batch.read(key).await).await?;
+        self.found(reply)
+    }
+
+    /// The entry a read's (PTTL, bytes) describe.
+    fn found(&self, (pttl, body): (i64, Bytes)) -> Result<Option<Found>, TierError> {
+        // PTTL first: -2 says the key is absent (GETRANGE answers "" for that too).
         if pttl == -2 {
             return Ok(None);
         }
+        let limit = self.max_value_bytes;
         if body.len() > limit {
             return Err(TierError::TooLarge {
                 tier: self.name(),

@@ -121,3 +121,58 @@ fn redis_layout_is_compatible_with_the_original() {
         assert!((295..=300).contains(&ttl), "TTL {ttl}");
     });
 }
+
+/// Reads that arrive together go to Redis as one pipeline (`tiers/redis_batch.rs`), and
+/// each still gets its own key's answer: 40 concurrent requests for 40 seeded values
+/// are 40 hits, each byte for byte its own value; a key holding a list (WRONGTYPE for
+/// that key alone) is a miss the origin answers, and the other reads of its batch are
+/// unaffected.
+#[test]
+fn batched_redis_reads_answer_each_key_alone() {
+    run(async {
+        let redis = TestRedis::start();
+        let d = Daemon::start(
+            &(config(&[redis_tier(&redis.url(), 1_000, 300)], &sample_origin())
+                + "[invalidation]\nbroadcast = false\n"),
+        );
+        assert!(wait_redis_state(&d, "connected", Duration::from_secs(2)).await);
+        let value = |i: usize| {
+            format!(
+                r#"{{"snippets": [{{"filename": "seeded_{i}.md", "snippet": "value number {i}"}}], "file": null, "chat_history": []}}"#
+            )
+        };
+        for i in 0..40 {
+            let key = original_key(&format!("batched read {i}"), None);
+            assert_eq!(redis.cmd(&["SET", &key, &value(i), "EX", "300"]), "OK");
+        }
+        for round in 0..3 {
+            // A fresh list each round: the origin's answer may replace the last one.
+            let list = format!("batched read of list {round}");
+            let wrong = original_key(&list, None);
+            assert_eq!(redis.cmd(&["RPUSH", &wrong, "not", "a", "string"]), "3");
+            let mut asks: Vec<_> = (0..40).map(|i| format!("batched read {i}")).collect();
+            asks.insert(17, list.clone());
+            let answers = futures_util::future::join_all(asks.iter().map(|m| ask_ok(&d, m))).await;
+            for (message, answer) in asks.iter().zip(&answers) {
+                if *message == list {
+                    assert_eq!(answer.source(), "origin", "{}", answer.text);
+                    continue;
+                }
+                let i: usize = message.rsplit(' ').next().unwrap().parse().unwrap();
+                assert_eq!(answer.source(), "redis", "{message}: {}", answer.text);
+                assert!(
+                    answer
+                        .text
+                        .starts_with(&format!("{{\"context\":{},", value(i))),
+                    "{message} got another answer: {}",
+                    answer.text
+                );
+            }
+        }
+        assert_eq!(
+            redis_state(&d).await,
+            "connected",
+            "a key's error opened the circuit"
+        );
+    });
+}
