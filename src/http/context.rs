@@ -137,7 +137,20 @@ pub async fn answer(
 /// `{"context": <bytes as stored>, "cache": {...}, "timestamp": "..."}`, written piece
 /// by piece: the `fmt` machinery was a tenth of a memory hit.
 fn render(answer: &Answer) -> warp::reply::Response {
-    let mut out = Vec::with_capacity(answer.body.len() + 160);
+    let mut response = Response::new(render_bytes(answer).into());
+    *response.status_mut() = StatusCode::OK;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The bytes of [`render`]'s body.
+fn render_bytes(answer: &Answer) -> Vec<u8> {
+    // Sized for everything written below (the fixed text is ~125 bytes, the age at most
+    // 23), so the buffer never grows: one byte short, it was copied again on every hit.
+    let mut out = Vec::with_capacity(answer.body.len() + answer.key.as_str().len() + 192);
     out.extend_from_slice(b"{\"context\":");
     out.extend_from_slice(&answer.body);
     // Key, source and timestamp are ASCII we produced: no escaping needed.
@@ -160,13 +173,7 @@ fn render(answer: &Answer) -> warp::reply::Response {
     out.extend_from_slice(b"},\"timestamp\":\"");
     clock::write_now(&mut out);
     out.extend_from_slice(b"\"}");
-    let mut response = Response::new(out.into());
-    *response.status_mut() = StatusCode::OK;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    out
 }
 
 /// Seconds rounded to 2 decimals, as every figure in the JSON: `12.50`.
@@ -212,6 +219,30 @@ mod tests {
             let e = parse_query(bad).unwrap_err();
             assert_eq!(e.reply().status(), StatusCode::BAD_REQUEST, "{bad:?}");
         }
+    }
+
+    /// The response buffer is sized once: the longest text `render` writes (the longest
+    /// source, a negative entry, the largest age) fits the capacity it asks for.
+    #[test]
+    fn render_never_grows_its_buffer() {
+        let key =
+            crate::key::Key::derive_in(&crate::key::Key::rpc_namespace("f"), "m", None, false);
+        let answer = Answer {
+            body: bytes::Bytes::from_static(br#"{"snippets":[],"file":null,"chat_history":[]}"#),
+            source: Source::Tier(crate::names::TierKind::RedisCluster),
+            age: Duration::MAX,
+            ttl: None,
+            coalesced: false,
+            negative: true,
+            key,
+        };
+        let out = render_bytes(&answer);
+        assert!(out.ends_with(b"\"}"), "{}", String::from_utf8_lossy(&out));
+        assert_eq!(
+            out.capacity(),
+            answer.body.len() + answer.key.as_str().len() + 192,
+            "the buffer grew"
+        );
     }
 
     /// Ages are written with two decimals, rounded, as `{:.2}` would.
