@@ -58,8 +58,11 @@ RMISS=$(port); daemon "$RMISS" 10000000 $((4 << 30)) "$RPORT"
 for _ in $(seq 50); do curl -s "http://127.0.0.1:$RMISS/codette/cache/status" | grep -qE '"redis_cache":"(connected|active)"' && break; sleep 0.1; done
 miss_overhead "$RMISS" "memory + Redis tiers"
 
-# 2. Hit p50 at 1k and 1M entries (the 1M warm-up takes about a minute).
-BIG=$(port); daemon "$BIG" 2000000 $((2 << 30))
+# 2. Hit p50 at 1k and 1M entries (the 1M warm-up takes about a minute). The bound must
+# hold all of them (~2.2 KB each): at 2 GiB, 3 % were evicted and every request for one
+# was a miss whose insert evicted another, and that churn (moka rehashing its table) was
+# what the comparison measured, not the size.
+BIG=$(port); daemon "$BIG" 2000000 $((4 << 30))
 $BIN bench load --url "http://127.0.0.1:$BIG" --concurrency 16 --duration 1s --keys 1000 --prefix "small " --warm --json > /dev/null
 $BIN bench load --url "http://127.0.0.1:$BIG" --concurrency 16 --duration 1s --keys 1000000 --prefix "many " --warm --json > /dev/null
 RATE=${RATE:-5000}
