@@ -76,15 +76,23 @@ impl Drop for PasswordRedis {
     }
 }
 
-/// Polls `/codette/cache/status` until the redis tier reports connected.
+/// Polls `/codette/cache/status` until the redis tier reports connected and the
+/// invalidation subscription is up.
 fn wait_redis_connected(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let v = get(port, "/codette/cache/status").json();
-        if v["cache_backends"]["redis_cache"] == "connected" {
+        // The invalidation subscription too: when it comes up it empties the memory
+        // tier (it may have missed messages), which would turn a hit into a miss.
+        if v["cache_backends"]["redis_cache"] == "connected"
+            && v["invalidation"]["subscribed"] == true
+        {
             return;
         }
-        assert!(Instant::now() < deadline, "redis tier never connected: {v}");
+        assert!(
+            Instant::now() < deadline,
+            "redis tier never connected and subscribed: {v}"
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
 }
