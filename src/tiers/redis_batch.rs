@@ -129,8 +129,9 @@ fn answer_all(reads: Vec<Waiting>, error: &redis::RedisError) {
 
 /// One key's two replies; a server error in either is this key's error.
 fn parse(pttl: Value, body: Value) -> Read {
-    let pair = Value::Array(vec![pttl, body]).extract_error()?;
-    Ok(redis::from_redis_value(pair)?)
+    let pttl = redis::from_redis_value(pttl.extract_error()?)?;
+    let body = redis::from_redis_value(body.extract_error()?)?;
+    Ok((pttl, body))
 }
 
 #[cfg(test)]
