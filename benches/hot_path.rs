@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use codette_cache::key::Key;
-use codette_cache::metrics::{Metrics, Outcome};
+use codette_cache::metrics::{Function, Metrics, Outcome};
 use codette_cache::tiers::{BuildContext, CacheTier, MemoryConfig, MemoryTier, TierKind};
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -57,6 +57,7 @@ fn record(c: &mut Criterion) {
     c.bench_function("metrics_record_request", |b| {
         b.iter(|| {
             metrics.request(
+                Function::ORIGINAL,
                 Outcome::Hit(TierKind::Memory),
                 black_box(Duration::from_micros(180)),
             )

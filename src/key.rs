@@ -26,7 +26,7 @@ impl Key {
     pub const PREFIX: &'static str = "context:";
 
     /// The RPC function whose answers use the original's namespace.
-    pub const ORIGINAL_FUNCTION: &'static str = "get_codette_context";
+    pub const ORIGINAL_FUNCTION: &'static str = crate::names::ORIGINAL_FUNCTION;
 
     /// The key prefix of one RPC function's answers: [`Key::PREFIX`] for the original's
     /// function (schema-qualified as `public.` or not) and for none (the sample origin),

@@ -2,6 +2,12 @@
 //! series with these without importing the plugins they describe, and the plugins name
 //! themselves with them without importing each other.
 
+/// The RPC function the original system calls, which `/codette/context` answers.
+pub const ORIGINAL_FUNCTION: &str = "get_codette_context";
+
+/// The `function` label value of every function not listed for caching.
+pub const OTHER_FUNCTION: &str = "other";
+
 /// The kinds of tier, as bounded label values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TierKind {

@@ -532,7 +532,8 @@ async fn known_traffic_figures_in_the_four_dashboards() {
     );
     // The means are those of /metrics (same recordings), to the reported precision.
     let prom_mean = |tier: &str, result: &str| {
-        let labels = format!(r#"{{result="{result}",tier="{tier}"}}"#);
+        let labels =
+            format!(r#"{{function="get_codette_context",result="{result}",tier="{tier}"}}"#);
         let sum = series(
             &text,
             &format!("codette_cache_request_duration_seconds_sum{labels}"),
@@ -695,53 +696,64 @@ async fn known_traffic_in_prometheus_and_promtool_lint() {
     let s = |name: &str| series(&text, name);
 
     assert_eq!(
-        s(r#"codette_cache_requests_total{result="hit",tier="memory"}"#),
+        s(
+            r#"codette_cache_requests_total{function="get_codette_context",result="hit",tier="memory"}"#
+        ),
         42.0
     );
     assert_eq!(
-        s(r#"codette_cache_requests_total{result="miss",tier="origin"}"#),
+        s(
+            r#"codette_cache_requests_total{function="get_codette_context",result="miss",tier="origin"}"#
+        ),
         8.0
     );
     for zero in [
-        r#"codette_cache_requests_total{result="hit",tier="redis"}"#,
-        r#"codette_cache_requests_total{result="error",tier="none"}"#,
-        r#"codette_cache_requests_total{result="stale",tier="memory"}"#,
-        r#"codette_cache_origin_requests_total{result="error"}"#,
-        r#"codette_cache_origin_requests_total{result="timeout"}"#,
+        r#"codette_cache_requests_total{function="get_codette_context",result="hit",tier="redis"}"#,
+        r#"codette_cache_requests_total{function="get_codette_context",result="error",tier="none"}"#,
+        r#"codette_cache_requests_total{function="get_codette_context",result="stale",tier="memory"}"#,
+        r#"codette_cache_origin_requests_total{function="get_codette_context",result="error"}"#,
+        r#"codette_cache_origin_requests_total{function="get_codette_context",result="timeout"}"#,
         "codette_cache_coalesced_waiters_total",
     ] {
         assert_eq!(s(zero), 0.0, "{zero}");
     }
     assert_eq!(
-        s(r#"codette_cache_origin_requests_total{result="ok"}"#),
-        8.0
-    );
-    assert_eq!(
-        s(r#"codette_cache_request_duration_seconds_count{result="hit",tier="memory"}"#),
-        42.0
-    );
-    assert_eq!(
-        s(r#"codette_cache_request_duration_seconds_count{result="miss",tier="origin"}"#),
+        s(r#"codette_cache_origin_requests_total{function="get_codette_context",result="ok"}"#),
         8.0
     );
     assert_eq!(
         s(
-            r#"codette_cache_request_duration_seconds_bucket{result="miss",tier="origin",le="+Inf"}"#
+            r#"codette_cache_request_duration_seconds_count{function="get_codette_context",result="hit",tier="memory"}"#
+        ),
+        42.0
+    );
+    assert_eq!(
+        s(
+            r#"codette_cache_request_duration_seconds_count{function="get_codette_context",result="miss",tier="origin"}"#
+        ),
+        8.0
+    );
+    assert_eq!(
+        s(
+            r#"codette_cache_request_duration_seconds_bucket{function="get_codette_context",result="miss",tier="origin",le="+Inf"}"#
         ),
         8.0
     );
     // No miss can beat the origin's delay: none in the buckets below 50 ms.
     assert_eq!(
         s(
-            r#"codette_cache_request_duration_seconds_bucket{result="miss",tier="origin",le="0.025"}"#
+            r#"codette_cache_request_duration_seconds_bucket{function="get_codette_context",result="miss",tier="origin",le="0.025"}"#
         ),
         0.0
     );
     assert_eq!(
-        s("codette_cache_origin_request_duration_seconds_count"),
+        s(r#"codette_cache_origin_request_duration_seconds_count{function="get_codette_context"}"#),
         8.0
     );
-    assert!(s("codette_cache_origin_request_duration_seconds_sum") >= 8.0 * 0.05);
+    assert!(
+        s(r#"codette_cache_origin_request_duration_seconds_sum{function="get_codette_context"}"#)
+            >= 8.0 * 0.05
+    );
     assert_eq!(s(r#"codette_cache_entries{tier="memory"}"#), 8.0);
     assert!(s("codette_cache_memory_bytes") > 0.0);
     assert_eq!(s(r#"codette_cache_tier_up{tier="memory"}"#), 1.0);
@@ -1042,13 +1054,16 @@ async fn coalesced_waiters_are_counted() {
     let text = prometheus_text(d).await;
     assert_eq!(series(&text, "codette_cache_coalesced_waiters_total"), 19.0);
     assert_eq!(
-        series(&text, r#"codette_cache_origin_requests_total{result="ok"}"#),
+        series(
+            &text,
+            r#"codette_cache_origin_requests_total{function="get_codette_context",result="ok"}"#
+        ),
         1.0
     );
     assert_eq!(
         series(
             &text,
-            r#"codette_cache_requests_total{result="miss",tier="origin"}"#
+            r#"codette_cache_requests_total{function="get_codette_context",result="miss",tier="origin"}"#
         ),
         20.0
     );
@@ -1087,28 +1102,28 @@ async fn errors_are_counted_apart() {
     assert_eq!(
         series(
             &text,
-            r#"codette_cache_requests_total{result="error",tier="none"}"#
+            r#"codette_cache_requests_total{function="get_codette_context",result="error",tier="none"}"#
         ),
         6.0
     );
     assert_eq!(
         series(
             &text,
-            r#"codette_cache_request_duration_seconds_count{result="error",tier="none"}"#
+            r#"codette_cache_request_duration_seconds_count{function="get_codette_context",result="error",tier="none"}"#
         ),
         6.0
     );
     assert_eq!(
         series(
             &text,
-            r#"codette_cache_requests_total{result="miss",tier="origin"}"#
+            r#"codette_cache_requests_total{function="get_codette_context",result="miss",tier="origin"}"#
         ),
         0.0
     );
     assert_eq!(
         series(
             &text,
-            r#"codette_cache_origin_requests_total{result="error"}"#
+            r#"codette_cache_origin_requests_total{function="get_codette_context",result="error"}"#
         ),
         6.0
     );

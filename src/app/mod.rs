@@ -281,7 +281,9 @@ pub async fn run(options: Options) -> Result<(), AppError> {
         mut intents,
         set_log_level,
     } = options;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_functions(
+        config.proxy.functions.iter().map(|f| f.name.as_str()),
+    ));
     let limits = Limits {
         max_connections: config.server.max_connections,
         header_read_timeout: Duration::from_millis(config.server.header_read_timeout_ms),

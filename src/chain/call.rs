@@ -15,7 +15,7 @@ use super::storable::{self, Shape, Verdict};
 use super::ttl::{Keep, Previous};
 use super::{Chain, FlightResult, Role};
 use crate::key::Key;
-use crate::metrics::{Metrics, OriginResult};
+use crate::metrics::{Function, Metrics, OriginResult};
 use crate::origins::{Admit, Asked, Breaker, CallResult, Origin, OriginError};
 use crate::tags::{self, Tag};
 
@@ -37,6 +37,7 @@ impl Chain {
         let breaker = Arc::clone(&self.breaker);
         let tiers = Arc::clone(&self.tiers);
         let metrics = Arc::clone(&self.metrics);
+        let function = self.function;
         let fence = Arc::clone(&self.fence);
         let shape = self.shape;
         let flight_key = key.clone();
@@ -61,7 +62,7 @@ impl Chain {
                         watches.push((tier, watch));
                     }
                 }
-                match call(&origin, &breaker, &metrics, shape, &request).await {
+                match call(&origin, &breaker, &metrics, function, shape, &request).await {
                     Ok((body, verdict)) => {
                         let (keep, changed) = rule.keep(verdict, &body, replaces.as_ref());
                         let ttl = match keep {
@@ -117,24 +118,25 @@ async fn call(
     origin: &Origin,
     breaker: &Breaker,
     metrics: &Metrics,
+    function: Function,
     shape: Shape,
     request: &Asked,
 ) -> Result<(Bytes, Verdict), OriginError> {
     let (admit, moved) = breaker.admit();
     if let Some(state) = moved {
-        metrics.breaker_moved(state);
+        metrics.breaker_moved(function, state);
         tracing::info!(state = state.as_str(), "origin breaker: probing");
     }
     match admit {
         Admit::Refuse { retry_after } => {
-            metrics.breaker_refused();
+            metrics.breaker_refused(function);
             return Err(OriginError::Unavailable { retry_after });
         }
         Admit::Probe if origin.probes_health() => {
             if let Err(error) = origin.health().await {
                 // Any failed check keeps it open, even one the origin answered (a 401).
                 if let Some(state) = breaker.record(CallResult::Failed) {
-                    metrics.breaker_moved(state);
+                    metrics.breaker_moved(function, state);
                     tracing::warn!(%error, "origin breaker: health probe failed; open again");
                 }
                 return Err(OriginError::Unavailable {
@@ -159,8 +161,8 @@ async fn call(
         Err(e) if e.is_timeout() => OriginResult::Timeout,
         Err(_) => OriginResult::Error,
     };
-    metrics.origin_call(label, started.elapsed());
-    settle(breaker, metrics, &result);
+    metrics.origin_call(function, label, started.elapsed());
+    settle(breaker, (metrics, function), &result);
     result
 }
 
@@ -182,13 +184,17 @@ pub(super) fn answer_tags(shape: Shape, body: &[u8]) -> Vec<Tag> {
 }
 
 /// Tells the breaker how a call ended, and the metrics and log if that moved it.
-fn settle<T>(breaker: &Breaker, metrics: &Metrics, result: &Result<T, OriginError>) {
+fn settle<T>(
+    breaker: &Breaker,
+    (metrics, function): (&Metrics, Function),
+    result: &Result<T, OriginError>,
+) {
     let counted = match result {
         Ok(_) => Some(CallResult::Reached),
         Err(e) => e.breaker_result(),
     };
     if let Some(state) = counted.and_then(|r| breaker.record(r)) {
-        metrics.breaker_moved(state);
+        metrics.breaker_moved(function, state);
         match result {
             Err(error) => tracing::warn!(state = state.as_str(), %error, "origin breaker moved"),
             Ok(_) => tracing::info!(state = state.as_str(), "origin breaker moved"),

@@ -31,7 +31,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 
 use crate::key::Key;
-use crate::metrics::{Metrics, Refresh};
+use crate::metrics::{Function, Metrics, Outcome, Refresh};
 use crate::origins::{Asked, Breaker, BreakerSettings, ContextRequest, Origin, OriginError};
 use crate::tiers::{Found, Tier, TierKind};
 use fence::{Fence, Ticket};
@@ -118,6 +118,8 @@ pub struct Chain {
     breaker: Arc<Breaker>,
     flights: Arc<Flights>,
     metrics: Arc<Metrics>,
+    /// The `function` series its requests and origin calls are recorded under.
+    function: Function,
     variants: Arc<Variants>,
     policy: ArcSwap<Policy>,
 }
@@ -147,6 +149,7 @@ impl Chain {
             origin: Arc::new(origin),
             breaker: Arc::new(Breaker::new(breaker)),
             flights: Arc::new(Flights::default()),
+            function: metrics.function(Key::ORIGINAL_FUNCTION),
             metrics,
             variants: Arc::new(Variants::default()),
             policy: ArcSwap::from_pointee(policy),
@@ -155,16 +158,18 @@ impl Chain {
 
     /// A chain for another function over the same tiers, fence and flights (so purges
     /// and single flights reach across functions), with its own origin and breaker;
-    /// its keys live under `namespace`.
+    /// its keys live under the function's namespace ([`Key::rpc_namespace`]) and its
+    /// requests are recorded under its name.
     pub fn sibling(
         &self,
-        namespace: String,
+        function: &str,
         shape: Shape,
         origin: Origin,
         breaker: BreakerSettings,
     ) -> Self {
         Self {
-            namespace,
+            namespace: Key::rpc_namespace(function),
+            function: self.metrics.function(function),
             shape,
             tiers: Arc::clone(&self.tiers),
             fence: Arc::clone(&self.fence),
@@ -179,6 +184,23 @@ impl Chain {
 
     pub fn shape(&self) -> Shape {
         self.shape
+    }
+
+    /// The `function` series of its requests, origin calls and breaker.
+    pub fn function(&self) -> Function {
+        self.function
+    }
+
+    /// Records one request this chain answered from `source` (`None`: it failed), under
+    /// its function.
+    pub fn record_request(&self, source: Option<Source>, latency: Duration) {
+        let outcome = match source {
+            Some(Source::Tier(kind)) => Outcome::Hit(kind),
+            Some(Source::Origin) => Outcome::Miss,
+            Some(Source::Stale(kind)) => Outcome::Stale(kind),
+            None => Outcome::Error,
+        };
+        self.metrics.request(self.function, outcome, latency);
     }
 
     pub fn tiers(&self) -> &[Tier] {

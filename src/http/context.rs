@@ -13,8 +13,7 @@ use warp::http::{HeaderValue, Response, StatusCode, header};
 use warp::{Filter, Rejection, Reply};
 
 use super::{ApiError, Shared, body, clock, with_state};
-use crate::chain::{Answer, Source};
-use crate::metrics::Outcome;
+use crate::chain::Answer;
 use crate::origins::{ContextRequest, RequestError};
 
 /// The chat request body; fields other than these two (`session_id`, `perspective`,
@@ -117,17 +116,14 @@ pub async fn answer(
     match state.chain.lookup(request).await {
         Ok(answer) => {
             let response = render(&answer);
-            let outcome = match answer.source {
-                Source::Tier(kind) => Outcome::Hit(kind),
-                Source::Origin => Outcome::Miss,
-                Source::Stale(kind) => Outcome::Stale(kind),
-            };
-            state.metrics.request(outcome, started.elapsed());
+            state
+                .chain
+                .record_request(Some(answer.source), started.elapsed());
             Ok(response)
         }
         Err(failure) => {
             let response = ApiError::origin(&failure.error).reply();
-            state.metrics.request(Outcome::Error, started.elapsed());
+            state.chain.record_request(None, started.elapsed());
             tracing::debug!(key = failure.key.as_str(), error = %failure.error, "context request failed");
             Ok(response)
         }
@@ -188,6 +184,7 @@ fn write_centis(out: &mut Vec<u8>, age: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chain::Source;
 
     /// The query decodes as serde_urlencoded did: `+` and `%20` are spaces, unknown
     /// parameters are ignored, a missing or repeated field is `invalid_query`.

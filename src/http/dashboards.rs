@@ -301,7 +301,7 @@ fn status(state: &Shared, s: &Snapshot) -> Value {
         "origin_breaker": {
             "state": breaker.state().as_str(),
             "consecutive_failures": breaker.consecutive_failures(),
-            "refusals": state.metrics.breaker_refusals(),
+            "refusals": state.metrics.breaker_refusals(state.chain.function()),
         },
         "proxy": state.proxy.as_ref().map(|p| proxy_view(p)),
         "timestamp": timestamp(),

@@ -16,9 +16,9 @@ use warp::http::{
 
 use super::{ApiError, Reply, Shared, passthrough, warp_body};
 use crate::chain::storable::{self, Verdict};
-use crate::chain::{Answer, Failure, Shape, Source};
+use crate::chain::{Answer, Failure, Shape};
 use crate::envelope::Envelope;
-use crate::metrics::{Outcome, ProxyChildren, ProxyResult};
+use crate::metrics::{ProxyChildren, ProxyResult};
 use crate::origins::{Asked, RpcCall};
 use crate::proxy::request::{self, Call, Plan};
 use crate::proxy::{Proxy, Resolved, Route};
@@ -89,13 +89,13 @@ where
     };
     let original = proxy.original.as_ref();
     let limit = original.map(|_| state.config.load().server.max_message_bytes);
-    let (served, shape, asked) = match request::plan(&call, scope, &identity, limit) {
+    let (served, chain, asked) = match request::plan(&call, scope, &identity, limit) {
         Plan::Original(context) => {
             if let Some(hot) = &state.hot {
                 hot.saw(&context);
             }
             let main = original.unwrap_or(&route.chain);
-            (main.lookup(context).await, main.shape(), None)
+            (main.lookup(context).await, main, None)
         }
         Plan::Cached(key) => {
             // The headers move into the call: only a miss sends them on.
@@ -107,13 +107,14 @@ where
                 body: body.clone(),
             });
             let served = route.chain.serve(key, Asked::Rpc(Arc::clone(&rpc))).await;
-            (served, route.chain.shape(), Some(rpc))
+            (served, &route.chain, Some(rpc))
         }
         Plan::Bypass(why) => {
             tracing::debug!(function = name, why, "proxy: forwarded without the cache");
             return bypassed(route, started, forward(&parts.headers).await);
         }
     };
+    let shape = chain.shape();
     match served {
         Ok(answer) => {
             let hit = answer.source.is_hit();
@@ -132,13 +133,13 @@ where
             } else {
                 ProxyResult::Miss
             };
-            state.metrics.request(outcome(&answer), started.elapsed());
+            chain.record_request(Some(answer.source), started.elapsed());
             let reply = render(&answer, shape, kept);
             finish(&route.metrics, result, started, reply, None)
         }
         Err(Failure { key, error }) => {
             tracing::debug!(key = key.as_str(), %error, "proxied call failed");
-            state.metrics.request(Outcome::Error, started.elapsed());
+            chain.record_request(None, started.elapsed());
             let reply = ApiError::origin(&error).reply().map(warp_body);
             finish(&route.metrics, ProxyResult::Error, started, reply, None)
         }
@@ -154,14 +155,6 @@ fn bypassed(route: &Route, started: Instant, reply: Reply) -> Reply {
         reply,
         Some("codette-cache; fwd=bypass"),
     )
-}
-
-fn outcome(answer: &Answer) -> Outcome {
-    match answer.source {
-        Source::Tier(kind) => Outcome::Hit(kind),
-        Source::Origin => Outcome::Miss,
-        Source::Stale(kind) => Outcome::Stale(kind),
-    }
 }
 
 /// The upstream's answer as it was (from the envelope, or the original function's

@@ -9,16 +9,20 @@ use std::sync::Arc;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 
+use super::function::{Function, Functions};
 use super::recorder::{Recorder, Totals};
 use super::{Outcome, TierOp};
 use crate::names::TierKind;
 
 /// Every recorder a request or an operation writes to.
 pub struct Recorders {
-    /// By `Outcome::index`.
+    /// The `function` label values: the lanes of `outcomes` and `origin`.
+    pub functions: Functions,
+    /// By `Outcome::index`, a lane per function.
     pub outcomes: Vec<Recorder>,
     /// By `tier * TierOp::ALL.len() + op`.
     pub tier_ops: Vec<Recorder>,
+    /// A lane per function.
     pub origin: Recorder,
     /// Published elsewhere -> applied here.
     pub invalidation_lag: Recorder,
@@ -27,6 +31,15 @@ pub struct Recorders {
 impl Recorders {
     pub fn tier_op(&self, tier: TierKind, op: TierOp) -> &Recorder {
         &self.tier_ops[tier.index() * TierOp::ALL.len() + op as usize]
+    }
+
+    pub fn outcome(&self, outcome: Outcome) -> &Recorder {
+        &self.outcomes[outcome.index()]
+    }
+
+    /// The slot of `function` (`other` if it was not listed at start-up).
+    pub fn function(&self, name: &str) -> Function {
+        self.functions.slot(name)
     }
 }
 
@@ -38,13 +51,13 @@ struct Family {
 
 const REQUESTS: Family = Family {
     name: "codette_cache_requests_total",
-    help: "Context requests by the tier that answered and the result.",
-    labels: &["tier", "result"],
+    help: "Requests served through the chain, by function, the tier that answered and the result.",
+    labels: &["function", "tier", "result"],
 };
 const REQUEST_SECONDS: Family = Family {
     name: "codette_cache_request_duration_seconds",
-    help: "End-to-end context request latency, received to response ready.",
-    labels: &["tier", "result"],
+    help: "End-to-end latency of requests served through the chain, received to response ready, by function, tier and result.",
+    labels: &["function", "tier", "result"],
 };
 const TIER_SECONDS: Family = Family {
     name: "codette_cache_tier_operation_duration_seconds",
@@ -53,8 +66,8 @@ const TIER_SECONDS: Family = Family {
 };
 const ORIGIN_SECONDS: Family = Family {
     name: "codette_cache_origin_request_duration_seconds",
-    help: "Origin call latency.",
-    labels: &[],
+    help: "Origin call latency, by function.",
+    labels: &["function"],
 };
 const TIME_SAVED: Family = Family {
     name: "codette_cache_time_saved_seconds_total",
@@ -105,14 +118,16 @@ impl Collector for LatencyCollector {
         let mut requests = Vec::new();
         let mut seconds = Vec::new();
         let mut saved_nanos = 0u64;
-        for outcome in Outcome::all() {
-            let recorder = &r.outcomes[outcome.index()];
-            let totals = recorder.totals();
-            let (tier, result) = outcome.labels();
-            let labels = [("result", result), ("tier", tier)];
-            requests.push(counter(&labels, totals.count as f64));
-            seconds.push(histogram(&labels, recorder, &totals));
-            saved_nanos = saved_nanos.saturating_add(totals.saved_nanos);
+        for (lane, function) in r.functions.iter() {
+            for outcome in Outcome::all() {
+                let recorder = r.outcome(outcome);
+                let totals = recorder.lane_totals(lane);
+                let (tier, result) = outcome.labels();
+                let labels = [("function", function), ("result", result), ("tier", tier)];
+                requests.push(counter(&labels, totals.count as f64));
+                seconds.push(histogram(&labels, recorder, &totals));
+                saved_nanos = saved_nanos.saturating_add(totals.saved_nanos);
+            }
         }
         let mut tier_ops = Vec::new();
         for tier in TierKind::ALL {
@@ -122,13 +137,23 @@ impl Collector for LatencyCollector {
                 tier_ops.push(histogram(&labels, recorder, &recorder.totals()));
             }
         }
-        let origin = histogram(&[], &r.origin, &r.origin.totals());
+        let origin = r
+            .functions
+            .iter()
+            .map(|(lane, function)| {
+                histogram(
+                    &[("function", function)],
+                    &r.origin,
+                    &r.origin.lane_totals(lane),
+                )
+            })
+            .collect();
         let lag = histogram(&[], &r.invalidation_lag, &r.invalidation_lag.totals());
         vec![
             family(&REQUESTS, MetricType::COUNTER, requests),
             family(&REQUEST_SECONDS, MetricType::HISTOGRAM, seconds),
             family(&TIER_SECONDS, MetricType::HISTOGRAM, tier_ops),
-            family(&ORIGIN_SECONDS, MetricType::HISTOGRAM, vec![origin]),
+            family(&ORIGIN_SECONDS, MetricType::HISTOGRAM, origin),
             family(
                 &TIME_SAVED,
                 MetricType::COUNTER,

@@ -6,6 +6,7 @@
 
 mod collector;
 mod freshness;
+mod function;
 mod hdr;
 mod labels;
 mod proxy;
@@ -24,6 +25,7 @@ use prometheus::{
 
 use collector::{LatencyCollector, Recorders};
 pub use freshness::TtlSummary;
+pub use function::Function;
 pub use hdr::{Percentiles, empty as empty_histogram};
 pub use labels::{
     EvictionCause, INVALIDATION_OPS, InvalidationSource, OriginResult, Outcome, Refresh, TierOp,
@@ -55,7 +57,8 @@ pub struct Metrics {
     latency: Arc<Recorders>,
     /// The mean miss latency in nanoseconds, refreshed on every miss, read on every hit.
     mean_miss_nanos: AtomicU64,
-    origin_results: Vec<IntCounter>,
+    /// `[function][result]`
+    origin_results: Vec<Vec<IntCounter>>,
     tier_errors: Vec<Vec<IntCounter>>,
     /// `[tier][cause]`
     evictions: Vec<Vec<IntCounter>>,
@@ -71,10 +74,12 @@ pub struct Metrics {
     rejected_connections: IntCounter,
     /// `[tier][reason]`
     rejected_values: Vec<Vec<IntCounter>>,
-    breaker_state: IntGauge,
-    /// By `BreakerState as usize`.
-    breaker_transitions: Vec<IntCounter>,
-    breaker_refusals: IntCounter,
+    /// By function: each function's chain has its own breaker.
+    breaker_state: Vec<IntGauge>,
+    /// `[function][BreakerState as usize]`
+    breaker_transitions: Vec<Vec<IntCounter>>,
+    /// By function.
+    breaker_refusals: Vec<IntCounter>,
     /// `[source][op]`, ops as in [`INVALIDATION_OPS`].
     invalidations: Vec<Vec<IntCounter>>,
     invalidation_subscribed: IntGaugeVec,
@@ -94,21 +99,30 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Registers every family on a fresh registry.
+    /// Registers every family on a fresh registry, for the original function only.
     pub fn new() -> Self {
+        Self::with_functions(std::iter::empty())
+    }
+
+    /// Registers every family, the request and origin ones with a `function` series for
+    /// the original function, each of `functions` (the proxy's list) and `other`.
+    pub fn with_functions<'a>(functions: impl IntoIterator<Item = &'a str>) -> Self {
         let registry = Registry::new();
         let shards = std::thread::available_parallelism().map_or(4, |n| n.get() * 2);
         let r = Registrar(&registry);
+        let functions = function::Functions::new(functions);
+        let lanes = functions.len();
 
         let latency = Arc::new(Recorders {
+            functions,
             outcomes: Outcome::all()
-                .map(|_| Recorder::new(REQUEST_BUCKETS, true, shards))
+                .map(|_| Recorder::with_lanes(REQUEST_BUCKETS, true, shards, lanes))
                 .collect(),
             tier_ops: TierKind::ALL
                 .iter()
                 .flat_map(|_| TierOp::ALL.map(|_| Recorder::new(TIER_BUCKETS, true, shards)))
                 .collect(),
-            origin: Recorder::new(REQUEST_BUCKETS, true, shards),
+            origin: Recorder::with_lanes(REQUEST_BUCKETS, true, shards, lanes),
             invalidation_lag: Recorder::new(REQUEST_BUCKETS, true, 1),
         });
         registry
@@ -117,13 +131,15 @@ impl Metrics {
 
         let origin = r.counter_vec(
             "codette_cache_origin_requests_total",
-            "Origin calls by result.",
-            &["result"],
+            "Origin calls by function and result.",
+            &["function", "result"],
         );
-        let origin_results = OriginResult::ALL
-            .iter()
-            .map(|res| origin.with_label_values(&[res.as_str()]))
-            .collect();
+        let function_names: Vec<&str> = latency.functions.iter().map(|(_, n)| n).collect();
+        let origin_results = grid(
+            &origin,
+            &function_names,
+            &OriginResult::ALL.map(OriginResult::as_str),
+        );
         let tier_err = r.counter_vec(
             "codette_cache_tier_errors_total",
             "Failed tier operations (errors and timeouts) by tier and operation.",
@@ -200,12 +216,31 @@ impl Metrics {
         );
         let transitions = r.counter_vec(
             "codette_cache_origin_breaker_transitions_total",
-            "Times the origin circuit breaker moved to a state.",
-            &["to"],
+            "Times a function's origin circuit breaker moved to a state.",
+            &["function", "to"],
         );
-        let breaker_transitions = BreakerState::ALL
+        let breaker_transitions = grid(
+            &transitions,
+            &function_names,
+            &BreakerState::ALL.map(BreakerState::as_str),
+        );
+        let breaker_state = r.gauge_vec(
+            "codette_cache_origin_breaker_state",
+            "A function's origin circuit breaker: 0 closed, 1 open, 2 half-open.",
+            &["function"],
+        );
+        let breaker_state = function_names
             .iter()
-            .map(|s| transitions.with_label_values(&[s.as_str()]))
+            .map(|f| breaker_state.with_label_values(&[f]))
+            .collect();
+        let refusals = r.counter_vec(
+            "codette_cache_origin_breaker_refusals_total",
+            "Origin calls not made because the function's circuit breaker was open.",
+            &["function"],
+        );
+        let breaker_refusals = function_names
+            .iter()
+            .map(|f| refusals.with_label_values(&[f]))
             .collect();
 
         let refreshed = r.counter_vec(
@@ -264,15 +299,9 @@ impl Metrics {
                 "Connections refused because max_connections were open.",
             ),
             rejected_values,
-            breaker_state: r.int_gauge(
-                "codette_cache_origin_breaker_state",
-                "The origin circuit breaker: 0 closed, 1 open, 2 half-open.",
-            ),
+            breaker_state,
             breaker_transitions,
-            breaker_refusals: r.int_counter(
-                "codette_cache_origin_breaker_refusals_total",
-                "Origin calls not made because the circuit breaker was open.",
-            ),
+            breaker_refusals,
             invalidations,
             invalidation_subscribed: r.gauge_vec(
                 "codette_cache_invalidation_subscribed",
@@ -316,14 +345,53 @@ mod tests {
     #[test]
     fn recording_is_visible_everywhere() {
         let m = Metrics::new();
-        m.request(Outcome::Miss, Duration::from_millis(300));
-        m.request(Outcome::Hit(TierKind::Memory), Duration::from_micros(200));
+        let f = Function::ORIGINAL;
+        m.request(f, Outcome::Miss, Duration::from_millis(300));
+        m.request(
+            f,
+            Outcome::Hit(TierKind::Memory),
+            Duration::from_micros(200),
+        );
         assert_eq!(m.count(Outcome::Miss), 1);
         assert_eq!(m.mean(Outcome::Miss), Some(Duration::from_millis(300)));
         assert!(m.time_saved() > Duration::from_millis(299));
         assert_eq!(m.percentiles(Outcome::Hit(TierKind::Memory)).count, 1);
         let text = m.encode();
-        assert!(text.contains(r#"codette_cache_requests_total{result="hit",tier="memory"} 1"#));
+        assert!(text.contains(
+            r#"codette_cache_requests_total{function="get_codette_context",result="hit",tier="memory"} 1"#
+        ));
         assert!(text.contains("codette_cache_build_info{version="));
+    }
+
+    /// Each function's requests and origin calls are its own series; the readers the
+    /// dashboards use add them up.
+    #[test]
+    fn functions_are_labelled_apart() {
+        let m = Metrics::with_functions(["search_files"]);
+        let search = m.function("search_files");
+        assert_ne!(search, Function::ORIGINAL);
+        m.request(search, Outcome::Miss, Duration::from_millis(3));
+        m.request(Function::ORIGINAL, Outcome::Miss, Duration::from_millis(5));
+        m.request(
+            m.function("unlisted"),
+            Outcome::Error,
+            Duration::from_millis(1),
+        );
+        m.origin_call(search, OriginResult::Timeout, Duration::from_millis(3));
+        assert_eq!(m.count(Outcome::Miss), 2);
+        assert_eq!(m.origin_count(OriginResult::Timeout), 1);
+        let text = m.encode();
+        for line in [
+            r#"codette_cache_requests_total{function="search_files",result="miss",tier="origin"} 1"#,
+            r#"codette_cache_requests_total{function="get_codette_context",result="miss",tier="origin"} 1"#,
+            r#"codette_cache_requests_total{function="other",result="error",tier="none"} 1"#,
+            r#"codette_cache_requests_total{function="search_files",result="error",tier="none"} 0"#,
+            r#"codette_cache_origin_requests_total{function="search_files",result="timeout"} 1"#,
+            r#"codette_cache_origin_requests_total{function="get_codette_context",result="timeout"} 0"#,
+            r#"codette_cache_origin_request_duration_seconds_count{function="search_files"} 1"#,
+            r#"codette_cache_origin_request_duration_seconds_count{function="other"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
     }
 }

@@ -6,24 +6,24 @@ use std::time::Duration;
 use prometheus::IntCounter;
 
 use super::{
-    EvictionCause, InvalidationSource, Metrics, OriginResult, Outcome, Percentiles, Refresh,
-    TierOp, ValueRejection, hdr,
+    EvictionCause, Function, InvalidationSource, Metrics, OriginResult, Outcome, Percentiles,
+    Refresh, TierOp, ValueRejection, hdr,
 };
 use crate::names::TierKind;
 
 impl Metrics {
     pub fn count(&self, outcome: Outcome) -> u64 {
-        self.latency.outcomes[outcome.index()].totals().count
+        self.latency.outcome(outcome).totals().count
     }
 
     /// Exact total latency of an outcome.
     pub fn total(&self, outcome: Outcome) -> Duration {
-        Duration::from_nanos(self.latency.outcomes[outcome.index()].totals().nanos)
+        Duration::from_nanos(self.latency.outcome(outcome).totals().nanos)
     }
 
     /// Mean latency of an outcome, `None` before the first one.
     pub fn mean(&self, outcome: Outcome) -> Option<Duration> {
-        let t = self.latency.outcomes[outcome.index()].totals();
+        let t = self.latency.outcome(outcome).totals();
         (t.count > 0).then(|| Duration::from_nanos(t.nanos / t.count))
     }
 
@@ -36,7 +36,7 @@ impl Metrics {
     pub fn percentiles_of(&self, outcomes: &[Outcome]) -> Percentiles {
         let mut all = hdr::empty();
         for outcome in outcomes {
-            self.latency.outcomes[outcome.index()].merge_into(&mut all);
+            self.latency.outcome(*outcome).merge_into(&mut all);
         }
         Percentiles::of(&all)
     }
@@ -46,7 +46,7 @@ impl Metrics {
     pub fn requests_histogram(&self) -> hdrhistogram::Histogram<u64> {
         let mut all = hdr::empty();
         for outcome in Outcome::all() {
-            self.latency.outcomes[outcome.index()].merge_into(&mut all);
+            self.latency.outcome(outcome).merge_into(&mut all);
         }
         all
     }
@@ -57,8 +57,12 @@ impl Metrics {
         Percentiles::of(&all)
     }
 
+    /// Origin calls with `result`, every function's.
     pub fn origin_count(&self, result: OriginResult) -> u64 {
-        self.origin_results[result as usize].get()
+        self.origin_results
+            .iter()
+            .map(|by_result| by_result[result as usize].get())
+            .sum()
     }
 
     pub fn refreshes(&self, reason: Refresh) -> u64 {
@@ -102,8 +106,9 @@ impl Metrics {
             .sum()
     }
 
-    pub fn breaker_refusals(&self) -> u64 {
-        self.breaker_refusals.get()
+    /// Calls of `function` refused by its open breaker.
+    pub fn breaker_refusals(&self, function: Function) -> u64 {
+        self.breaker_refusals[function.0].get()
     }
 
     /// Percentiles of one tier operation (HDR, like the requests').
@@ -116,11 +121,7 @@ impl Metrics {
     pub fn time_saved(&self) -> Duration {
         let nanos = TierKind::ALL
             .iter()
-            .map(|&k| {
-                self.latency.outcomes[Outcome::Hit(k).index()]
-                    .totals()
-                    .saved_nanos
-            })
+            .map(|&k| self.latency.outcome(Outcome::Hit(k)).totals().saved_nanos)
             .sum();
         Duration::from_nanos(nanos)
     }

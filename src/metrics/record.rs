@@ -5,36 +5,46 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{
-    EvictionCause, INVALIDATION_OPS, InvalidationSource, Metrics, OriginResult, Outcome, Refresh,
-    TierOp, ValueRejection,
+    EvictionCause, Function, INVALIDATION_OPS, InvalidationSource, Metrics, OriginResult, Outcome,
+    Refresh, TierOp, ValueRejection,
 };
 use crate::names::{BreakerState, TierKind};
 
 impl Metrics {
-    /// Records one finished context request.
-    pub fn request(&self, outcome: Outcome, latency: Duration) {
-        let recorder = &self.latency.outcomes[outcome.index()];
+    /// Records one finished request through `function`'s chain.
+    pub fn request(&self, function: Function, outcome: Outcome, latency: Duration) {
+        let recorder = self.latency.outcome(outcome);
         match outcome {
             Outcome::Hit(_) => {
                 let mean_miss = Duration::from_nanos(self.mean_miss_nanos.load(Ordering::Relaxed));
-                recorder.record_saving(latency, mean_miss.saturating_sub(latency));
+                recorder.record_in(function.0, latency, mean_miss.saturating_sub(latency));
             }
             Outcome::Miss => {
-                recorder.record(latency);
+                recorder.record_in(function.0, latency, Duration::ZERO);
                 // Misses wait on the origin (milliseconds): adding up the shards here
                 // keeps the hits' read a single load.
                 let mean = self.mean(Outcome::Miss).unwrap_or_default();
                 let nanos = u64::try_from(mean.as_nanos()).unwrap_or(u64::MAX);
                 self.mean_miss_nanos.store(nanos, Ordering::Relaxed);
             }
-            Outcome::Stale(_) | Outcome::Error => recorder.record(latency),
+            Outcome::Stale(_) | Outcome::Error => {
+                recorder.record_in(function.0, latency, Duration::ZERO);
+            }
         }
     }
 
-    /// Records one origin call.
-    pub fn origin_call(&self, result: OriginResult, latency: Duration) {
-        self.origin_results[result as usize].inc();
-        self.latency.origin.record(latency);
+    /// Records one origin call of `function`.
+    pub fn origin_call(&self, function: Function, result: OriginResult, latency: Duration) {
+        self.origin_results[function.0][result as usize].inc();
+        self.latency
+            .origin
+            .record_in(function.0, latency, Duration::ZERO);
+    }
+
+    /// The slot of a cached function's requests and origin calls (`other` for a
+    /// function not listed at start-up).
+    pub fn function(&self, name: &str) -> Function {
+        self.latency.function(name)
     }
 
     /// Records one tier operation.
@@ -54,15 +64,15 @@ impl Metrics {
         self.rejected_values[tier.index()][why as usize].inc();
     }
 
-    /// The origin breaker moved to `to`.
-    pub fn breaker_moved(&self, to: BreakerState) {
-        self.breaker_state.set(to as i64);
-        self.breaker_transitions[to as usize].inc();
+    /// `function`'s origin breaker moved to `to`.
+    pub fn breaker_moved(&self, function: Function, to: BreakerState) {
+        self.breaker_state[function.0].set(to as i64);
+        self.breaker_transitions[function.0][to as usize].inc();
     }
 
-    /// An origin call was refused by the open breaker.
-    pub fn breaker_refused(&self) {
-        self.breaker_refusals.inc();
+    /// An origin call of `function` was refused by its open breaker.
+    pub fn breaker_refused(&self, function: Function) {
+        self.breaker_refusals[function.0].inc();
     }
 
     /// An invalidation applied here; `lag` from when it was published, for broadcasts.

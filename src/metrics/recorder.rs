@@ -6,6 +6,10 @@
 //! histogram. Readers (a scrape, a dashboard) lock and add up the shards; they are the
 //! slow side. Prometheus' own histogram updates shared atomics on every observation,
 //! which on a memory hit cost more than the look-up.
+//!
+//! A recorder can keep several lanes (one per value of a label, such as `function`):
+//! each lane has its own count, sums and buckets, while the HDR histogram (140 KB a
+//! shard) is shared, since the dashboards' percentiles do not split by lane.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -21,14 +25,19 @@ thread_local! {
     static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed);
 }
 
-/// What one shard holds.
-struct Cell {
+/// One lane's figures in one shard.
+struct Lane {
     count: u64,
     nanos: u64,
     /// A second sum recorded alongside (time saved, for hits).
     saved_nanos: u64,
     /// Observations per bucket (not cumulative); past the last bound only `count` grows.
     buckets: Box<[u64]>,
+}
+
+/// What one shard holds.
+struct Cell {
+    lanes: Box<[Lane]>,
     hdr: Option<Histogram<u64>>,
 }
 
@@ -55,14 +64,24 @@ pub struct Recorder {
 impl Recorder {
     /// `bounds` in seconds, ascending; `percentiles` keeps an HDR histogram too.
     pub fn new(bounds: &[f64], percentiles: bool, shards: usize) -> Self {
+        Self::with_lanes(bounds, percentiles, shards, 1)
+    }
+
+    /// A recorder of `lanes` lanes (at least one), numbered from 0.
+    pub fn with_lanes(bounds: &[f64], percentiles: bool, shards: usize, lanes: usize) -> Self {
         let bounds_nanos: Box<[u64]> = bounds.iter().map(|s| (s * 1e9).round() as u64).collect();
         let shards = (0..shards.max(1))
             .map(|_| {
+                let lanes = (0..lanes.max(1))
+                    .map(|_| Lane {
+                        count: 0,
+                        nanos: 0,
+                        saved_nanos: 0,
+                        buckets: vec![0; bounds_nanos.len()].into(),
+                    })
+                    .collect();
                 Shard(Mutex::new(Cell {
-                    count: 0,
-                    nanos: 0,
-                    saved_nanos: 0,
-                    buckets: vec![0; bounds_nanos.len()].into(),
+                    lanes,
                     hdr: percentiles.then(hdr::empty),
                 }))
             })
@@ -73,41 +92,58 @@ impl Recorder {
         }
     }
 
+    /// Records one latency in lane 0.
     pub fn record(&self, latency: Duration) {
-        self.record_saving(latency, Duration::ZERO);
+        self.record_in(0, latency, Duration::ZERO);
     }
 
-    /// Records one latency and adds `saved` to the second sum.
-    pub fn record_saving(&self, latency: Duration, saved: Duration) {
+    /// Records one latency in `lane` (lane 0 if there is no such lane) and adds `saved`
+    /// to its second sum.
+    pub fn record_in(&self, lane: usize, latency: Duration, saved: Duration) {
         let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
         let bucket = self.bounds_nanos.iter().position(|&b| nanos <= b);
         let shard = SHARD.with(|s| *s) % self.shards.len();
         let mut cell = self.shards[shard].0.lock();
-        cell.count += 1;
-        cell.nanos = cell.nanos.saturating_add(nanos);
-        cell.saved_nanos = cell
+        let cell = &mut *cell;
+        let lanes = cell.lanes.len();
+        let lane = &mut cell.lanes[if lane < lanes { lane } else { 0 }];
+        lane.count += 1;
+        lane.nanos = lane.nanos.saturating_add(nanos);
+        lane.saved_nanos = lane
             .saved_nanos
             .saturating_add(u64::try_from(saved.as_nanos()).unwrap_or(u64::MAX));
         if let Some(i) = bucket {
-            cell.buckets[i] += 1;
+            lane.buckets[i] += 1;
         }
         if let Some(h) = cell.hdr.as_mut() {
             h.saturating_record((nanos / 1_000).clamp(LOWEST_MICROS, HIGHEST_MICROS));
         }
     }
 
+    /// Every lane's figures added up.
     pub fn totals(&self) -> Totals {
+        self.totals_where(|_| true)
+    }
+
+    /// One lane's figures.
+    pub fn lane_totals(&self, lane: usize) -> Totals {
+        self.totals_where(|i| i == lane)
+    }
+
+    fn totals_where(&self, take: impl Fn(usize) -> bool) -> Totals {
         let mut t = Totals {
             cumulative: vec![0; self.bounds_nanos.len()],
             ..Totals::default()
         };
         for shard in self.shards.iter() {
             let cell = shard.0.lock();
-            t.count += cell.count;
-            t.nanos = t.nanos.saturating_add(cell.nanos);
-            t.saved_nanos = t.saved_nanos.saturating_add(cell.saved_nanos);
-            for (sum, n) in t.cumulative.iter_mut().zip(cell.buckets.iter()) {
-                *sum += n;
+            for (_, lane) in cell.lanes.iter().enumerate().filter(|(i, _)| take(*i)) {
+                t.count += lane.count;
+                t.nanos = t.nanos.saturating_add(lane.nanos);
+                t.saved_nanos = t.saved_nanos.saturating_add(lane.saved_nanos);
+                for (sum, n) in t.cumulative.iter_mut().zip(lane.buckets.iter()) {
+                    *sum += n;
+                }
             }
         }
         let mut running = 0;
@@ -147,7 +183,8 @@ mod tests {
                 let r = std::sync::Arc::clone(&r);
                 std::thread::spawn(move || {
                     for i in 0..1000u64 {
-                        r.record_saving(
+                        r.record_in(
+                            0,
                             Duration::from_micros(50 + (t * 1000 + i) % 1000),
                             Duration::from_nanos(1),
                         );
@@ -182,6 +219,27 @@ mod tests {
         let mut all = hdr::empty();
         r.merge_into(&mut all);
         assert_eq!(all.len(), 2);
+    }
+
+    /// Lanes keep their own counts and buckets; the HDR histogram and the totals hold
+    /// them all; a lane past the last one records into lane 0.
+    #[test]
+    fn lanes_are_apart() {
+        let r = Recorder::with_lanes(&[0.001], true, 2, 2);
+        r.record_in(0, Duration::from_micros(10), Duration::ZERO);
+        r.record_in(1, Duration::from_millis(5), Duration::from_nanos(7));
+        r.record_in(1, Duration::from_micros(20), Duration::ZERO);
+        r.record_in(9, Duration::from_micros(30), Duration::ZERO);
+        assert_eq!(r.lane_totals(0).count, 2);
+        assert_eq!(r.lane_totals(0).cumulative, vec![2]);
+        let one = r.lane_totals(1);
+        assert_eq!((one.count, one.saved_nanos), (2, 7));
+        assert_eq!(one.cumulative, vec![1]);
+        assert_eq!(one.nanos, 5_020_000);
+        assert_eq!(r.totals().count, 4);
+        let mut all = hdr::empty();
+        r.merge_into(&mut all);
+        assert_eq!(all.len(), 4);
     }
 
     /// A value exactly on a bound counts in that bucket (Prometheus' `le`).

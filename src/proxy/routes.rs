@@ -13,7 +13,6 @@ use warp::http::HeaderMap;
 use super::jwt::looks_like_jwt;
 use super::{Identity, JwtError, ProxyConfig, Scope, Verifier};
 use crate::chain::{Chain, Policy, Shape};
-use crate::key::Key;
 use crate::metrics::{Metrics, ProxyChildren};
 use crate::origins::{BreakerSettings, Origin, OriginError, UpstreamOrigin};
 
@@ -114,7 +113,7 @@ impl Proxy {
         for f in &config.functions {
             let origin = UpstreamOrigin::new(upstream, timeout, max_response_bytes)?;
             let chain = main.sibling(
-                Key::rpc_namespace(&f.name),
+                &f.name,
                 Shape::Rpc(Duration::from_secs(f.ttl_secs)),
                 Origin::Upstream(origin),
                 breaker,
@@ -139,7 +138,7 @@ impl Proxy {
             verifier: Verifier::new(&config.jwt)?,
             publishable: config.publishable_keys.clone(),
             routes,
-            other: metrics.proxy_children("other"),
+            other: metrics.proxy_children(crate::names::OTHER_FUNCTION),
             anon: Arc::new(Identity {
                 role: "anon".into(),
                 sub: None,

@@ -158,10 +158,11 @@ fn frozen_origin_opens_the_breaker_and_stale_is_served_at_once() {
             .text()
             .await
             .unwrap();
-        assert!(metrics.contains("codette_cache_origin_breaker_state 0"));
-        assert!(
-            metrics.contains(r#"codette_cache_origin_breaker_transitions_total{to="closed"} 1"#)
-        );
+        let f = r#"function="get_codette_context""#;
+        assert!(metrics.contains(&format!("codette_cache_origin_breaker_state{{{f}}} 0")));
+        assert!(metrics.contains(&format!(
+            r#"codette_cache_origin_breaker_transitions_total{{{f},to="closed"}} 1"#
+        )));
     });
 }
 

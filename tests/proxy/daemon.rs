@@ -218,6 +218,19 @@ fn each_user_gets_their_own_answer() {
         4,
         "two misses, two direct calls"
     );
+    // The request and origin families say which function it was.
+    let metrics = s.http.get(s.daemon.url("/metrics")).send().unwrap();
+    let metrics = metrics.text().unwrap();
+    for line in [
+        r#"codette_cache_requests_total{function="my_notes",result="miss",tier="origin"} 2"#,
+        r#"codette_cache_requests_total{function="my_notes",result="hit",tier="memory"} 2"#,
+        r#"codette_cache_requests_total{function="get_codette_context",result="miss",tier="origin"} 0"#,
+        r#"codette_cache_origin_requests_total{function="my_notes",result="ok"} 2"#,
+        r#"codette_cache_origin_request_duration_seconds_count{function="my_notes"} 2"#,
+        r#"codette_cache_origin_request_duration_seconds_count{function="fail_always"} 0"#,
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
 }
 
 /// A token that does not verify is forwarded as it came, and nothing is stored or served
