@@ -4,22 +4,27 @@
 //! one node at a time and move to the next seed node when theirs fails. The subscriber never
 //! trusts a gap: whenever it (re)subscribes, and whenever its connection ends (redis-rs
 //! pub/sub never reconnects; the stream's end is the signal), it empties the memory tier,
-//! since messages sent meanwhile are lost. It retries with a backoff; start-up never
-//! waits on it.
+//! since messages sent meanwhile are lost. A server that hangs (stopped, or a link that
+//! drops packets) ends no stream, so the subscriber also PINGs over its connection every
+//! [`HEARTBEAT`] and treats a missing answer as the end. It retries with a backoff;
+//! start-up never waits on it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
 
 use super::{Message, Purge, Subscription};
 use crate::chain::{Chain, Reach};
 use crate::metrics::{InvalidationSource, Metrics};
 
-/// Limit for one publish or one subscribe attempt.
+/// Limit for one publish, one subscribe attempt or one heartbeat.
 const CALL_TIMEOUT: Duration = Duration::from_millis(1_000);
+/// How often the subscription asks its server whether it is still there: a hung server
+/// is noticed within this plus [`CALL_TIMEOUT`].
+const HEARTBEAT: Duration = Duration::from_millis(1_000);
 /// First and longest pause between subscribe attempts.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
@@ -132,21 +137,20 @@ impl Broadcast {
                 redis::RedisResult::Ok(pubsub)
             };
             match tokio::time::timeout(CALL_TIMEOUT, attempt).await {
-                Ok(Ok(mut pubsub)) => {
+                Ok(Ok(pubsub)) => {
                     // Whatever was sent while we were not listening is lost.
                     clear_local(chain).await;
                     self.set_live(true);
                     tracing::info!(channel = self.channel, "invalidation subscription live");
                     pause = RETRY_FIRST;
-                    let mut messages = pubsub.on_message();
-                    while let Some(message) = messages.next().await {
-                        self.apply(message.get_payload_bytes(), chain).await;
-                    }
+                    let (mut sink, mut messages) = pubsub.split();
+                    let why = self.listen(&mut sink, &mut messages, chain).await;
                     self.set_live(false);
                     self.metrics.invalidation_subscription_lost();
                     clear_local(chain).await;
                     tracing::warn!(
                         channel = self.channel,
+                        why,
                         "invalidation subscription lost; memory tier emptied, resubscribing"
                     );
                 }
@@ -157,6 +161,46 @@ impl Broadcast {
             if node + 1 == self.nodes.len() {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(RETRY_MAX);
+            }
+        }
+    }
+
+    /// Applies messages until the connection ends or its server stops answering PING;
+    /// says which.
+    async fn listen(
+        &self,
+        sink: &mut PubSubSink,
+        messages: &mut PubSubStream,
+        chain: &Chain,
+    ) -> &'static str {
+        const CLOSED: &str = "the connection closed";
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        heartbeat.tick().await;
+        loop {
+            tokio::select! {
+                message = messages.next() => match message {
+                    Some(m) => self.apply(m.get_payload_bytes(), chain).await,
+                    None => return CLOSED,
+                },
+                _ = heartbeat.tick() => {
+                    // Messages keep being applied while the answer is awaited.
+                    let ping = tokio::time::timeout(CALL_TIMEOUT, sink.ping::<redis::Value>());
+                    tokio::pin!(ping);
+                    loop {
+                        tokio::select! {
+                            answer = &mut ping => match answer {
+                                Ok(Ok(_)) => break,
+                                Ok(Err(_)) => return CLOSED,
+                                Err(_) => return "the server stopped answering PING",
+                            },
+                            message = messages.next() => match message {
+                                Some(m) => self.apply(m.get_payload_bytes(), chain).await,
+                                None => return CLOSED,
+                            },
+                        }
+                    }
+                }
             }
         }
     }

@@ -160,3 +160,35 @@ fn a_lost_subscription_empties_the_memory_tier() {
         assert!(text.contains("codette_cache_invalidation_subscription_losses_total 1"));
     });
 }
+
+/// A Redis that hangs (SIGSTOP) ends no connection, yet delivers no message: the
+/// heartbeat notices within seconds, the memory tier is emptied and the daemon says it
+/// is unsubscribed, then subscribes again once Redis answers.
+#[test]
+fn a_hung_subscription_is_noticed() {
+    run(async {
+        let redis = TestRedis::start();
+        let d = group_member(&redis);
+        wait_subscribed(&d).await;
+        let message = "kept until the server hangs";
+        ask_ok(&d, message).await;
+        assert_eq!(ask_ok(&d, message).await.source(), "memory");
+
+        redis.pause();
+        let lost = poll(Duration::from_secs(6), async || {
+            let s = status(&d).await;
+            (s["invalidation"]["subscribed"] == false).then_some(())
+        });
+        let noticed = lost.await.is_some();
+        let after = ask_ok(&d, message).await;
+        redis.resume();
+        assert!(noticed, "a hung server went unnoticed:\n{}", d.logs());
+        assert_ne!(
+            after.source(),
+            "memory",
+            "served an entry that no invalidation could reach"
+        );
+        wait_subscribed(&d).await;
+        assert!(d.logs().contains("stopped answering PING"), "{}", d.logs());
+    });
+}
