@@ -1,7 +1,10 @@
 //! The HTTP/1.1 accept loop, ours rather than warp's so the daemon controls what warp's
 //! does not: a cap on open connections (refused at accept beyond it), a header-read
-//! timeout that really fires (hyper needs a timer installed for it), and a graceful
-//! drain that closes idle keep-alive connections at once instead of waiting on them.
+//! timeout that really fires (`head_timeout.rs`: one sweeper, no timer per request),
+//! and a graceful drain that closes idle keep-alive connections at once instead of
+//! waiting on them.
+
+mod head_timeout;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -9,10 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics::Metrics;
 
@@ -40,9 +43,10 @@ where
         > + Clone
         + Send
         + 'static,
-    S::Future: Send + 'static,
+    S::Future: Send + Unpin + 'static,
 {
     let graceful = GracefulShutdown::new();
+    let timeout = head_timeout::HeadTimeout::start(limits.header_read_timeout);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut stop = std::pin::pin!(stop);
     loop {
@@ -65,23 +69,47 @@ where
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = service.clone();
+        let watch = timeout.watch();
+        let service = head_timeout::Watched {
+            inner: service.clone(),
+            watch: Arc::clone(&watch),
+        };
         let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
             .keep_alive(true)
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
-        let metrics = Arc::clone(&metrics);
-        metrics.connection_opened();
-        tokio::spawn(async move {
+        let open = Open::new(Arc::clone(&metrics), slot);
+        let task = tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
-            metrics.connection_closed();
-            drop(slot);
+            drop(open);
         });
+        timeout.enforce(&watch, task.abort_handle());
     }
     drop(listener);
     graceful
+}
+
+/// An open connection's slot and gauge, given back however its task ends (the header
+/// timeout aborts it).
+struct Open {
+    metrics: Arc<Metrics>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Open {
+    fn new(metrics: Arc<Metrics>, slot: OwnedSemaphorePermit) -> Self {
+        metrics.connection_opened();
+        Self {
+            metrics,
+            _slot: slot,
+        }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.metrics.connection_closed();
+    }
 }

@@ -63,6 +63,48 @@ fn a_one_megabyte_header_is_431_and_closed() {
     assert_still_serving(&mut daemon);
 }
 
+/// The header timeout counts only while a connection waits for a request head: an
+/// answer that takes longer than it (a slow origin) is served whole on a keep-alive
+/// connection, which is closed only once it has then sat idle for the timeout.
+#[test]
+fn a_slow_answer_outlasts_the_header_timeout() {
+    use crate::common::{API_KEY, Postgrest, TestPostgres, supabase_origin};
+    let pg = TestPostgres::start();
+    let rest = Postgrest::start(&pg, API_KEY);
+    let slow = Duration::from_millis(SHORT_TIMEOUT_MS * 3);
+    rest.set_delay(slow);
+    let mut daemon = Daemon::start(
+        &[
+            format!("[server]\nheader_read_timeout_ms = {SHORT_TIMEOUT_MS}\n\n"),
+            crate::common::log_section("info"),
+            crate::common::cache_section(300),
+            crate::common::memory_tier(10_000, 64 * 1024 * 1024, 300),
+            supabase_origin(&rest.url(), API_KEY, 5_000),
+        ]
+        .concat(),
+    );
+    let mut conn = Raw::connect(daemon.port());
+    for message in ["slow answer one", "slow answer two"] {
+        let started = Instant::now();
+        conn.send(&get_request(&format!(
+            "/codette/context?message={}",
+            percent_encode(message)
+        )));
+        let response = conn
+            .response(slow * 3)
+            .unwrap_or_else(|e| panic!("no answer after {:?}: {e}", started.elapsed()));
+        assert_eq!(response.status, 200, "{}", response.raw());
+        assert!(started.elapsed() >= slow, "the origin was asked");
+    }
+    let idle = conn.closed_within(Duration::from_millis(SHORT_TIMEOUT_MS + 1_500));
+    let idle = idle.expect("an idle keep-alive connection outlived the header timeout");
+    assert!(
+        idle >= Duration::from_millis(SHORT_TIMEOUT_MS - 100),
+        "{idle:?}"
+    );
+    assert_still_serving(&mut daemon);
+}
+
 /// Slowloris clients (a byte per 100 ms) are dropped when the header timeout fires; others are served.
 #[test]
 fn slowloris_is_dropped_after_the_header_timeout() {
