@@ -150,9 +150,9 @@ fn parse(stored: &[u8]) -> Result<(Envelope, usize), Malformed> {
     let rest = stored
         .strip_prefix(MAGIC.as_bytes())
         .ok_or(Malformed("no codette-rpc/1 line"))?;
-    let end = rest
-        .windows(2)
-        .position(|w| w == b"\n\n")
+    // A short head: the next newline, as long as it is not followed by another.
+    let end = memchr::memchr_iter(b'\n', rest)
+        .find(|&i| rest.get(i + 1) == Some(&b'\n'))
         .ok_or(Malformed("no end of headers"))?;
     let head = std::str::from_utf8(&rest[..end]).map_err(|_| Malformed("head not UTF-8"))?;
     let mut lines = head.split('\n');

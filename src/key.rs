@@ -70,12 +70,14 @@ impl Key {
         Key(text)
     }
 
-    /// A hasher for the key of a proxied RPC call: everything the answer depends on,
-    /// canonicalised by `proxy::request`, is written into it, then
-    /// [`RpcHasher::key`] gives `context:rpc:<function>:` + hex MD5. The extra `rpc:`
-    /// segment keeps these apart from [`Key::namespace`] keys of any function.
-    pub fn rpc_hasher() -> RpcHasher {
-        RpcHasher(Md5::new())
+    /// The key of a proxied RPC call of `function`: `context:rpc:<function>:` + the hex
+    /// MD5 of `preimage`, everything the answer depends on as canonicalised by
+    /// `proxy::request`. The extra `rpc:` segment keeps these apart from
+    /// [`Key::namespace`] keys of any function.
+    pub fn rpc(function: &str, preimage: &[u8]) -> Key {
+        let mut text = Self::rpc_namespace(function);
+        push_hex(&mut text, &Md5::digest(preimage));
+        Key(text)
     }
 
     /// The prefix of `function`'s proxied keys: `context:rpc:<function>:`.
@@ -115,30 +117,6 @@ impl TryFrom<String> for Key {
 impl From<Key> for String {
     fn from(key: Key) -> String {
         key.0
-    }
-}
-
-/// Hashes what a proxied call's answer depends on (`std::io::Write`, so a serializer
-/// can write straight into it).
-pub struct RpcHasher(Md5);
-
-impl RpcHasher {
-    /// The key of `function`'s call.
-    pub fn key(self, function: &str) -> Key {
-        let mut text = Key::rpc_namespace(function);
-        push_hex(&mut text, &self.0.finalize());
-        Key(text)
-    }
-}
-
-impl std::io::Write for RpcHasher {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.update(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 

@@ -104,7 +104,7 @@ struct Worker {
 /// The `cache.source` value in a context answer, without parsing the JSON.
 pub fn source_of(body: &[u8]) -> Option<&str> {
     const NEEDLE: &[u8] = b"\"source\":\"";
-    let start = body.windows(NEEDLE.len()).rposition(|w| w == NEEDLE)? + NEEDLE.len();
+    let start = memchr::memmem::rfind(body, NEEDLE)? + NEEDLE.len();
     let len = body[start..].iter().position(|&b| b == b'"')?;
     std::str::from_utf8(&body[start..start + len]).ok()
 }

@@ -68,7 +68,7 @@ pub fn get_request(authority: &str, path: &str) -> Vec<u8> {
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(haystack, needle)
 }
 
 fn parse_status(head: &[u8]) -> Option<u16> {

@@ -90,9 +90,9 @@ pub fn plan(call: &Call, scope: Scope, identity: &Identity, original: Option<usi
             if let Some(request) = request {
                 return Plan::Original(request);
             }
-            let mut hasher = Key::rpc_hasher();
-            match serde_json::to_writer(&mut hasher, &p) {
-                Ok(()) => Plan::Cached(hasher.key(call.function)),
+            let mut preimage = Vec::with_capacity(256);
+            match serde_json::to_writer(&mut preimage, &p) {
+                Ok(()) => Plan::Cached(Key::rpc(call.function, &preimage)),
                 Err(_) => Plan::Bypass("arguments"),
             }
         }

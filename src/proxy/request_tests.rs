@@ -241,3 +241,21 @@ fn the_original_function_keeps_its_keys() {
         Plan::Cached(_)
     ));
 }
+
+/// Keys are shared by every instance of a group, whatever its version: a call's key is
+/// pinned, so a change to how it is computed shows here.
+#[test]
+fn a_key_is_stable_across_versions() {
+    let get = key(plan_of(
+        Method::GET,
+        Some("a=x+y&b=2"),
+        &[],
+        "",
+        Scope::User,
+        USER_A,
+    ));
+    assert_eq!(
+        get.as_str(),
+        "context:rpc:my_notes:06c75ec2cd75e471a679c1614947d68a"
+    );
+}
