@@ -33,6 +33,7 @@ pub mod config;
 pub mod dashboard;
 pub mod envelope;
 pub mod figures;
+pub mod form;
 pub mod http;
 pub mod invalidation;
 pub mod key;

@@ -4,7 +4,6 @@
 //! cache hit is, comes straight from the service (`service.rs`), not through warp's
 //! filter tree; the POST and its bounded JSON body go through warp.
 
-use std::borrow::Cow;
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
@@ -14,6 +13,7 @@ use warp::{Filter, Rejection, Reply};
 
 use super::{ApiError, Shared, body, clock, with_state};
 use crate::chain::Answer;
+use crate::form::decode;
 use crate::origins::{ContextRequest, RequestError};
 
 /// The chat request body; fields other than these two (`session_id`, `perspective`,
@@ -63,25 +63,6 @@ pub fn parse_query(query: Option<&str>) -> Result<(String, Option<String>), ApiE
         }
     }
     Ok((message.ok_or_else(ApiError::invalid_query)?, filename))
-}
-
-/// One form-encoded component, or `None` when it is not UTF-8 once decoded. Borrows
-/// when there is nothing to decode (a parameter name, most often); otherwise decodes
-/// into one buffer of the component's length, which the result never exceeds (the
-/// conversion `percent_encoding` offers grows its buffer byte by byte: a tenth of a
-/// memory hit's instructions went there).
-fn decode(component: &str) -> Option<Cow<'_, str>> {
-    if !component.contains(['+', '%']) {
-        return Some(Cow::Borrowed(component));
-    }
-    let mut out = Vec::with_capacity(component.len());
-    if component.contains('+') {
-        let spaced = component.replace('+', " ");
-        out.extend(percent_encoding::percent_decode_str(&spaced));
-    } else {
-        out.extend(percent_encoding::percent_decode_str(component));
-    }
-    String::from_utf8(out).ok().map(Cow::Owned)
 }
 
 /// Checks the request against the limits: the answer is a client error, never a panic.

@@ -128,7 +128,8 @@ fn preimage<'a>(
     .unwrap_or("");
     let mut args = BTreeMap::new();
     let mut shaping = Vec::new();
-    for (name, value) in form_urlencoded::parse(call.query.unwrap_or("").as_bytes()) {
+    for pair in crate::form::pairs(call.query.unwrap_or("")) {
+        let (name, value) = pair.map_err(|()| "query not UTF-8")?;
         if get && !SHAPING.contains(&name.as_ref()) {
             if args.insert(name, Arg::Text(value)).is_some() {
                 return Err("repeated parameter");

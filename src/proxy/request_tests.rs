@@ -246,3 +246,17 @@ fn the_original_function_keeps_its_keys() {
         Plan::Cached(_)
     ));
 }
+
+/// Two queries that differ only in bytes that are not UTF-8 must not share a key (a lossy
+/// decoding made both `\u{FFFD}`): such a call is forwarded. Empty pairs do not count.
+#[test]
+fn queries_that_are_not_utf8_are_forwarded() {
+    let get = |query| plan_of(Method::GET, Some(query), &[], "", Scope::User, USER_A);
+    for query in ["a=%FF", "a=%FE", "%C3=1"] {
+        assert!(
+            matches!(get(query), Plan::Bypass("query not UTF-8")),
+            "{query}"
+        );
+    }
+    assert_eq!(key(get("a=x+y&&b=2&")), key(get("a=x+y&b=2")));
+}
