@@ -8,10 +8,15 @@ use std::borrow::Cow;
 /// The `name=value` pairs of a query, decoded; empty pairs are skipped and a pair
 /// without `=` has an empty value. `Err(())` for a component that is not UTF-8.
 pub fn pairs(query: &str) -> impl Iterator<Item = Result<(Cow<'_, str>, Cow<'_, str>), ()>> {
-    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        Ok((decode(name).ok_or(())?, decode(value).ok_or(())?))
-    })
+    raw_pairs(query).map(|(name, value)| Ok((decode(name).ok_or(())?, decode(value).ok_or(())?)))
+}
+
+/// The `name=value` pairs of a query as they are, for a caller that decodes only some.
+pub fn raw_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
 }
 
 /// One form-encoded component (`+` is a space), or `None` when it is not UTF-8 once

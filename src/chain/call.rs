@@ -162,7 +162,7 @@ async fn call(
         Err(_) => OriginResult::Error,
     };
     metrics.origin_call(function, label, started.elapsed());
-    settle(breaker, (metrics, function), &result);
+    settle(breaker, metrics, function, &result);
     result
 }
 
@@ -186,7 +186,8 @@ pub(super) fn answer_tags(shape: Shape, body: &[u8]) -> Vec<Tag> {
 /// Tells the breaker how a call ended, and the metrics and log if that moved it.
 fn settle<T>(
     breaker: &Breaker,
-    (metrics, function): (&Metrics, Function),
+    metrics: &Metrics,
+    function: Function,
     result: &Result<T, OriginError>,
 ) {
     let counted = match result {

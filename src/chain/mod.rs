@@ -149,7 +149,7 @@ impl Chain {
             origin: Arc::new(origin),
             breaker: Arc::new(Breaker::new(breaker)),
             flights: Arc::new(Flights::default()),
-            function: metrics.function(Key::ORIGINAL_FUNCTION),
+            function: Function::ORIGINAL,
             metrics,
             variants: Arc::new(Variants::default()),
             policy: ArcSwap::from_pointee(policy),

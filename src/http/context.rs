@@ -13,7 +13,7 @@ use warp::{Filter, Rejection, Reply};
 
 use super::{ApiError, Shared, body, clock, with_state};
 use crate::chain::Answer;
-use crate::form::decode;
+use crate::form::{self, decode};
 use crate::origins::{ContextRequest, RequestError};
 
 /// The chat request body; fields other than these two (`session_id`, `perspective`,
@@ -45,8 +45,7 @@ pub fn routes(state: Shared) -> impl Filter<Extract = (impl Reply,), Error = Rej
 /// them is refused: replacing them would give different texts one key).
 pub fn parse_query(query: Option<&str>) -> Result<(String, Option<String>), ApiError> {
     let (mut message, mut filename) = (None, None);
-    for pair in query.unwrap_or("").split('&') {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+    for (name, value) in form::raw_pairs(query.unwrap_or("")) {
         let slot = match decode(name).as_deref() {
             Some("message") => &mut message,
             Some("filename") => &mut filename,

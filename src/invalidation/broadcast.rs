@@ -178,28 +178,24 @@ impl Broadcast {
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         heartbeat.tick().await;
         loop {
-            tokio::select! {
-                message = messages.next() => match message {
-                    Some(m) => self.apply(m.get_payload_bytes(), chain).await,
-                    None => return CLOSED,
-                },
-                _ = heartbeat.tick() => {
-                    // Messages keep being applied while the answer is awaited.
-                    let ping = tokio::time::timeout(CALL_TIMEOUT, sink.ping::<redis::Value>());
-                    tokio::pin!(ping);
-                    loop {
-                        tokio::select! {
-                            answer = &mut ping => match answer {
-                                Ok(Ok(_)) => break,
-                                Ok(Err(_)) => return CLOSED,
-                                Err(_) => return "the server stopped answering PING",
-                            },
-                            message = messages.next() => match message {
-                                Some(m) => self.apply(m.get_payload_bytes(), chain).await,
-                                None => return CLOSED,
-                            },
-                        }
-                    }
+            // The next heartbeat: wait for its tick, then for the answer. Messages are
+            // applied all the while.
+            let beat = async {
+                heartbeat.tick().await;
+                tokio::time::timeout(CALL_TIMEOUT, sink.ping::<redis::Value>()).await
+            };
+            tokio::pin!(beat);
+            loop {
+                tokio::select! {
+                    message = messages.next() => match message {
+                        Some(m) => self.apply(m.get_payload_bytes(), chain).await,
+                        None => return CLOSED,
+                    },
+                    answer = &mut beat => match answer {
+                        Ok(Ok(_)) => break,
+                        Ok(Err(_)) => return CLOSED,
+                        Err(_) => return "the server stopped answering PING",
+                    },
                 }
             }
         }

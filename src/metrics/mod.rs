@@ -33,7 +33,7 @@ pub use labels::{
 };
 pub use proxy::{ProxyChildren, ProxyResult};
 use recorder::Recorder;
-use registrar::{Registrar, grid};
+use registrar::{Registrar, grid, row};
 
 use crate::names::{BreakerState, TierKind};
 
@@ -169,10 +169,7 @@ impl Metrics {
             "Times a remote tier came back after being down.",
             &["tier"],
         );
-        let reconnects = TierKind::ALL
-            .iter()
-            .map(|k| reconnect.with_label_values(&[k.as_str()]))
-            .collect();
+        let reconnects = row(&reconnect, &tiers);
 
         let start = r.gauge(
             "codette_cache_start_time_seconds",
@@ -229,29 +226,20 @@ impl Metrics {
             "A function's origin circuit breaker: 0 closed, 1 open, 2 half-open.",
             &["function"],
         );
-        let breaker_state = function_names
-            .iter()
-            .map(|f| breaker_state.with_label_values(&[f]))
-            .collect();
+        let breaker_state = row(&breaker_state, &function_names);
         let refusals = r.counter_vec(
             "codette_cache_origin_breaker_refusals_total",
             "Origin calls not made because the function's circuit breaker was open.",
             &["function"],
         );
-        let breaker_refusals = function_names
-            .iter()
-            .map(|f| refusals.with_label_values(&[f]))
-            .collect();
+        let breaker_refusals = row(&refusals, &function_names);
 
         let refreshed = r.counter_vec(
             "codette_cache_refreshes_total",
             "Origin calls made ahead of a user's miss: ahead (a hit past refresh_ahead of its TTL), revalidate (an expired entry served under stale_while_revalidate), warm (a warming list).",
             &["reason"],
         );
-        let refreshes = Refresh::ALL
-            .iter()
-            .map(|r| refreshed.with_label_values(&[r.as_str()]))
-            .collect();
+        let refreshes = row(&refreshed, &Refresh::ALL.map(Refresh::as_str));
 
         let invalidated = r.counter_vec(
             "codette_cache_invalidations_total",

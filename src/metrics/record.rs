@@ -13,23 +13,20 @@ use crate::names::{BreakerState, TierKind};
 impl Metrics {
     /// Records one finished request through `function`'s chain.
     pub fn request(&self, function: Function, outcome: Outcome, latency: Duration) {
-        let recorder = self.latency.outcome(outcome);
-        match outcome {
-            Outcome::Hit(_) => {
-                let mean_miss = Duration::from_nanos(self.mean_miss_nanos.load(Ordering::Relaxed));
-                recorder.record_in(function.0, latency, mean_miss.saturating_sub(latency));
-            }
-            Outcome::Miss => {
-                recorder.record_in(function.0, latency, Duration::ZERO);
-                // Misses wait on the origin (milliseconds): adding up the shards here
-                // keeps the hits' read a single load.
-                let mean = self.mean(Outcome::Miss).unwrap_or_default();
-                let nanos = u64::try_from(mean.as_nanos()).unwrap_or(u64::MAX);
-                self.mean_miss_nanos.store(nanos, Ordering::Relaxed);
-            }
-            Outcome::Stale(_) | Outcome::Error => {
-                recorder.record_in(function.0, latency, Duration::ZERO);
-            }
+        let saved = match outcome {
+            Outcome::Hit(_) => Duration::from_nanos(self.mean_miss_nanos.load(Ordering::Relaxed))
+                .saturating_sub(latency),
+            _ => Duration::ZERO,
+        };
+        self.latency
+            .outcome(outcome)
+            .record_in(function.0, latency, saved);
+        if outcome == Outcome::Miss {
+            // Misses wait on the origin (milliseconds): adding up the shards here
+            // keeps the hits' read a single load.
+            let mean = self.mean(Outcome::Miss).unwrap_or_default();
+            let nanos = u64::try_from(mean.as_nanos()).unwrap_or(u64::MAX);
+            self.mean_miss_nanos.store(nanos, Ordering::Relaxed);
         }
     }
 

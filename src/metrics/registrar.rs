@@ -1,6 +1,15 @@
 //! Registering families on the explicit registry, and resolving per-label children once.
 
+use prometheus::core::{MetricVec, MetricVecBuilder};
 use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+/// One child of a one-label family per value, in the order given.
+pub(super) fn row<B: MetricVecBuilder>(family: &MetricVec<B>, values: &[&str]) -> Vec<B::M> {
+    values
+        .iter()
+        .map(|value| family.with_label_values(&[value]))
+        .collect()
+}
 
 /// One child of a two-label family per (row, column) value pair, indexed
 /// `[row][column]` in the order given (the enums' `ALL` order).
