@@ -25,11 +25,12 @@ pub fn raw_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
 /// exceeds (the conversion `percent_encoding` offers grows its buffer byte by byte: a
 /// tenth of a memory hit's instructions went there).
 pub fn decode(component: &str) -> Option<Cow<'_, str>> {
-    if !component.contains(['+', '%']) {
+    let bytes = component.as_bytes();
+    if memchr::memchr2(b'+', b'%', bytes).is_none() {
         return Some(Cow::Borrowed(component));
     }
     let mut out = Vec::with_capacity(component.len());
-    if component.contains('+') {
+    if memchr::memchr(b'+', bytes).is_some() {
         let spaced = component.replace('+', " ");
         out.extend(percent_encoding::percent_decode_str(&spaced));
     } else {

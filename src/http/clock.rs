@@ -8,6 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `YYYY-MM-DDTHH:MM:SS`.
 const SECOND_LEN: usize = 19;
+/// The length of what [`write_now`] writes: `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+pub const TEXT_LEN: usize = SECOND_LEN + 8;
 
 thread_local! {
     /// The last second formatted on this thread, and its text.
@@ -24,7 +26,7 @@ pub fn write_now(out: &mut Vec<u8>) {
 
 /// Now as a `String`, for the JSON dashboards.
 pub fn now() -> String {
-    let mut out = Vec::with_capacity(SECOND_LEN + 8);
+    let mut out = Vec::with_capacity(TEXT_LEN);
     write_now(&mut out);
     // Only ASCII digits and punctuation were written.
     String::from_utf8(out).unwrap_or_default()
@@ -93,6 +95,7 @@ mod tests {
     fn now_is_rfc3339_utc() {
         let now = now();
         assert!(now.ends_with('Z'), "{now}");
+        assert_eq!(now.len(), TEXT_LEN);
         assert!(chrono::DateTime::parse_from_rfc3339(&now).is_ok(), "{now}");
     }
 }

@@ -122,43 +122,56 @@ fn render(answer: &Answer) -> warp::reply::Response {
     response
 }
 
-/// The bytes of [`render`]'s body.
+/// The bytes of [`render`]'s body, in a buffer of exactly their length: a body whose
+/// buffer has spare capacity costs hyper's `Bytes` one more allocation per answer.
 fn render_bytes(answer: &Answer) -> Vec<u8> {
-    // Sized for everything written below (the fixed text is ~125 bytes, the age at most
-    // 23), so the buffer never grows: one byte short, it was copied again on every hit.
-    let mut out = Vec::with_capacity(answer.body.len() + answer.key.as_str().len() + 192);
-    out.extend_from_slice(b"{\"context\":");
-    out.extend_from_slice(&answer.body);
+    let mut digits = itoa::Buffer::new();
+    let (whole, fraction) = age_text(answer.age, &mut digits);
     // Key, source and timestamp are ASCII we produced: no escaping needed.
-    out.extend_from_slice(b",\"cache\":{\"hit\":");
-    out.extend_from_slice(if answer.source.is_hit() {
-        b"true"
-    } else {
-        b"false"
-    });
-    out.extend_from_slice(b",\"source\":\"");
-    out.extend_from_slice(answer.source.as_str().as_bytes());
-    out.extend_from_slice(b"\",\"key\":\"");
-    out.extend_from_slice(answer.key.as_str().as_bytes());
-    out.extend_from_slice(b"\",\"age_seconds\":");
-    write_centis(&mut out, answer.age);
-    if answer.negative {
-        // Only then: other answers stay byte for byte what they were.
-        out.extend_from_slice(b",\"negative\":true");
+    let parts: [&[u8]; 13] = [
+        b"{\"context\":",
+        &answer.body,
+        b",\"cache\":{\"hit\":",
+        if answer.source.is_hit() {
+            b"true"
+        } else {
+            b"false"
+        },
+        b",\"source\":\"",
+        answer.source.as_str().as_bytes(),
+        b"\",\"key\":\"",
+        answer.key.as_str().as_bytes(),
+        b"\",\"age_seconds\":",
+        whole.as_bytes(),
+        &fraction,
+        // Only on negative entries: other answers stay byte for byte what they were.
+        if answer.negative {
+            b",\"negative\":true"
+        } else {
+            b""
+        },
+        b"},\"timestamp\":\"",
+    ];
+    const END: &[u8] = b"\"}";
+    let len = parts.iter().map(|p| p.len()).sum::<usize>() + clock::TEXT_LEN + END.len();
+    let mut out = Vec::with_capacity(len);
+    for part in parts {
+        out.extend_from_slice(part);
     }
-    out.extend_from_slice(b"},\"timestamp\":\"");
     clock::write_now(&mut out);
-    out.extend_from_slice(b"\"}");
+    out.extend_from_slice(END);
     out
 }
 
-/// Seconds rounded to 2 decimals, as every figure in the JSON: `12.50`.
-fn write_centis(out: &mut Vec<u8>, age: Duration) {
+/// Seconds rounded to 2 decimals, as every figure in the JSON (`12.50`): the whole
+/// seconds, then `.` and two digits.
+fn age_text(age: Duration, digits: &mut itoa::Buffer) -> (&str, [u8; 3]) {
     let centis = (age.as_nanos() + 5_000_000) / 10_000_000;
-    let mut digits = itoa::Buffer::new();
-    out.extend_from_slice(digits.format(centis / 100).as_bytes());
     let frac = (centis % 100) as u8;
-    out.extend_from_slice(&[b'.', b'0' + frac / 10, b'0' + frac % 10]);
+    (
+        digits.format(centis / 100),
+        [b'.', b'0' + frac / 10, b'0' + frac % 10],
+    )
 }
 
 #[cfg(test)]
@@ -198,28 +211,42 @@ mod tests {
         }
     }
 
-    /// The response buffer is sized once: the longest text `render` writes (the longest
-    /// source, a negative entry, the largest age) fits the capacity it asks for.
+    /// The response buffer is exactly the body's length, for every source, a negative
+    /// entry and the largest age.
     #[test]
-    fn render_never_grows_its_buffer() {
+    fn render_sizes_its_buffer_exactly() {
         let key =
             crate::key::Key::derive_in(&crate::key::Key::rpc_namespace("f"), "m", None, false);
-        let answer = Answer {
-            body: bytes::Bytes::from_static(br#"{"snippets":[],"file":null,"chat_history":[]}"#),
-            source: Source::Tier(crate::names::TierKind::RedisCluster),
-            age: Duration::MAX,
-            ttl: None,
-            coalesced: false,
-            negative: true,
-            key,
-        };
-        let out = render_bytes(&answer);
-        assert!(out.ends_with(b"\"}"), "{}", String::from_utf8_lossy(&out));
-        assert_eq!(
-            out.capacity(),
-            answer.body.len() + answer.key.as_str().len() + 192,
-            "the buffer grew"
-        );
+        for (source, age, negative) in [
+            (
+                Source::Tier(crate::names::TierKind::RedisCluster),
+                Duration::MAX,
+                true,
+            ),
+            (
+                Source::Tier(crate::names::TierKind::Memory),
+                Duration::ZERO,
+                false,
+            ),
+            (Source::Origin, Duration::from_millis(12_506), false),
+        ] {
+            let answer = Answer {
+                body: bytes::Bytes::from_static(
+                    br#"{"snippets":[],"file":null,"chat_history":[]}"#,
+                ),
+                source,
+                age,
+                ttl: None,
+                coalesced: false,
+                negative,
+                key: key.clone(),
+            };
+            let out = render_bytes(&answer);
+            let text = String::from_utf8_lossy(&out);
+            assert!(out.ends_with(b"\"}"), "{text}");
+            assert_eq!(out.capacity(), out.len(), "{text}");
+            serde_json::from_slice::<serde_json::Value>(&out).expect("the body is JSON");
+        }
     }
 
     /// Ages are written with two decimals, rounded, as `{:.2}` would.
@@ -232,9 +259,12 @@ mod tests {
             (Duration::from_micros(999_996), "1.00"),
             (Duration::from_secs(3_600), "3600.00"),
         ] {
-            let mut out = Vec::new();
-            write_centis(&mut out, age);
-            assert_eq!(String::from_utf8(out).unwrap(), text);
+            let mut digits = itoa::Buffer::new();
+            let (whole, fraction) = age_text(age, &mut digits);
+            assert_eq!(
+                format!("{whole}{}", std::str::from_utf8(&fraction).unwrap()),
+                text
+            );
         }
     }
 }

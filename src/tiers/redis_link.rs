@@ -151,17 +151,26 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> Link<C> {
         self.kind.as_str()
     }
 
-    /// Runs one operation under the outer timeout; a connection failure opens the circuit.
+    /// Runs one operation on the connection under the outer timeout; a connection
+    /// failure opens the circuit.
     pub async fn call<T>(
         &self,
         run: impl AsyncFnOnce(&mut C) -> redis::RedisResult<T>,
+    ) -> Result<T, TierError> {
+        let mut conn = self.conn.clone();
+        self.guard(run(&mut conn)).await
+    }
+
+    /// [`Link::call`] for an operation that brings its own connection (a batched read).
+    async fn guard<T>(
+        &self,
+        operation: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, TierError> {
         let tier = self.name();
         if !self.is_up() {
             return Err(TierError::Unavailable { tier });
         }
-        let mut conn = self.conn.clone();
-        let result = match tokio::time::timeout(self.timeout, run(&mut conn)).await {
+        let result = match tokio::time::timeout(self.timeout, operation).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(e)) if !is_link_error(&e) => {
                 // Redis answered with an error: the link is fine.
@@ -207,7 +216,7 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> Link<C> {
         key: &Key,
         batch: &Batch<C>,
     ) -> Result<Option<Found>, TierError> {
-        let reply = self.call(async |_| batch.read(key).await).await?;
+        let reply = self.guard(batch.read(key)).await?;
         self.found(reply)
     }
 
