@@ -20,11 +20,27 @@ async fn status(d: &Daemon) -> Value {
     d.get_json(STATUS).await.1
 }
 
+/// Whether `d` reports `subscribed == want` within `within`.
+async fn reaches_subscribed(d: &Daemon, want: bool, within: Duration) -> bool {
+    poll(within, async || {
+        (status(d).await["invalidation"]["subscribed"] == want).then_some(())
+    })
+    .await
+    .is_some()
+}
+
 async fn wait_subscribed(d: &Daemon) {
-    let live = poll(Duration::from_secs(5), async || {
-        (status(d).await["invalidation"]["subscribed"] == true).then_some(())
-    });
-    assert!(live.await.is_some(), "never subscribed:\n{}", d.logs());
+    let live = reaches_subscribed(d, true, Duration::from_secs(5)).await;
+    assert!(live, "never subscribed:\n{}", d.logs());
+}
+
+/// A subscribed group member whose memory tier holds the answer to `message`.
+async fn member_holding(redis: &TestRedis, message: &str) -> Daemon {
+    let d = group_member(redis);
+    wait_subscribed(&d).await;
+    ask_ok(&d, message).await;
+    assert_eq!(ask_ok(&d, message).await.source(), "memory");
+    d
 }
 
 /// Three daemons: an invalidate or a clear on the first is applied to the others' memory
@@ -131,23 +147,13 @@ fn invalidations_reach_every_instance() {
 fn a_lost_subscription_empties_the_memory_tier() {
     run(async {
         let redis = TestRedis::start();
-        let d = group_member(&redis);
-        wait_subscribed(&d).await;
         let message = "kept until the link drops";
-        ask_ok(&d, message).await;
-        assert_eq!(ask_ok(&d, message).await.source(), "memory");
+        let d = member_holding(&redis, message).await;
 
         let killed = redis.cmd(&["CLIENT", "KILL", "TYPE", "pubsub"]);
         assert_eq!(killed, "1", "one subscriber connection");
-        let back = poll(Duration::from_secs(5), async || {
-            let s = status(&d).await;
-            (s["invalidation"]["subscribed"] == true).then_some(())
-        });
-        assert!(
-            back.await.is_some(),
-            "did not subscribe again:\n{}",
-            d.logs()
-        );
+        let back = reaches_subscribed(&d, true, Duration::from_secs(5)).await;
+        assert!(back, "did not subscribe again:\n{}", d.logs());
         assert!(d.logs().contains("invalidation subscription lost"));
         let after = ask_ok(&d, message).await;
         assert_ne!(
@@ -168,18 +174,11 @@ fn a_lost_subscription_empties_the_memory_tier() {
 fn a_hung_subscription_is_noticed() {
     run(async {
         let redis = TestRedis::start();
-        let d = group_member(&redis);
-        wait_subscribed(&d).await;
         let message = "kept until the server hangs";
-        ask_ok(&d, message).await;
-        assert_eq!(ask_ok(&d, message).await.source(), "memory");
+        let d = member_holding(&redis, message).await;
 
         redis.pause();
-        let lost = poll(Duration::from_secs(6), async || {
-            let s = status(&d).await;
-            (s["invalidation"]["subscribed"] == false).then_some(())
-        });
-        let noticed = lost.await.is_some();
+        let noticed = reaches_subscribed(&d, false, Duration::from_secs(6)).await;
         let after = ask_ok(&d, message).await;
         redis.resume();
         assert!(noticed, "a hung server went unnoticed:\n{}", d.logs());
