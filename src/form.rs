@@ -30,11 +30,12 @@ pub fn decode(component: &str) -> Option<Cow<'_, str>> {
         return Some(Cow::Borrowed(component));
     }
     let mut out = Vec::with_capacity(component.len());
-    if memchr::memchr(b'+', bytes).is_some() {
-        let spaced = component.replace('+', " ");
-        out.extend(percent_encoding::percent_decode_str(&spaced));
-    } else {
-        out.extend(percent_encoding::percent_decode_str(component));
+    // Each run between `+`s decoded in turn: a `%XX` never spans a `+`.
+    for (i, run) in component.split('+').enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        out.extend(percent_encoding::percent_decode_str(run));
     }
     String::from_utf8(out).ok().map(Cow::Owned)
 }
@@ -57,5 +58,28 @@ mod tests {
         assert_eq!(ours[1], ("b".into(), " +".into()));
         assert!(pairs("a=%FF").any(|p| p.is_err()));
         assert!(pairs("%FE=1").any(|p| p.is_err()));
+    }
+
+    proptest::proptest! {
+        /// Any query of `+`, `%`, hex digits, `&`, `=` and text (escapes whole, cut
+        /// short or spanning a `+`) decodes as `form_urlencoded` decodes it wherever
+        /// that is UTF-8, and is refused where it is not.
+        #[test]
+        fn decodes_any_query_like_a_form(query in "([+%&=aF0-9é]|%[0-9a-fA-F]{2}){0,40}") {
+            let theirs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+                .map(|(n, v)| (n.into_owned(), v.into_owned()))
+                .collect();
+            let ours: Result<Vec<(String, String)>, ()> = pairs(&query)
+                .map(|p| p.map(|(n, v)| (n.into_owned(), v.into_owned())))
+                .collect();
+            match ours {
+                Ok(ours) => proptest::prop_assert_eq!(ours, theirs),
+                // Refused only where the lossy decoder had to replace bytes.
+                Err(()) => {
+                    let lossy = theirs.iter().any(|(n, v)| n.contains(char::REPLACEMENT_CHARACTER) || v.contains(char::REPLACEMENT_CHARACTER));
+                    proptest::prop_assert!(lossy, "refused {:?}, decoded as {:?}", query, theirs);
+                }
+            }
+        }
     }
 }

@@ -13,13 +13,14 @@
 //! two different pairs never share an answer (a property test decodes every preimage).
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use md5::{Digest, Md5};
 
 /// A derived cache key, e.g. `context:367ac8be2a4e9fccd1f5aa007d810371`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Key(String);
+pub struct Key(Arc<str>);
 
 impl Key {
     /// The namespace of `get_codette_context` answers.
@@ -62,12 +63,7 @@ impl Key {
         let mut hasher = Md5::new();
         let layout = preimage(&message, filename, |part| hasher.update(part));
         let digest = hasher.finalize();
-        let mark = layout.mark();
-        let mut text = String::with_capacity(namespace.len() + mark.len() + 32);
-        text.push_str(namespace);
-        text.push_str(mark);
-        push_hex(&mut text, &digest);
-        Key(text)
+        Key::assemble(namespace, layout.mark(), &digest.into())
     }
 
     /// The key of a proxied RPC call of `function`: `context:rpc:<function>:` + the hex
@@ -75,9 +71,40 @@ impl Key {
     /// `proxy::request`. The extra `rpc:` segment keeps these apart from
     /// [`Key::namespace`] keys of any function.
     pub fn rpc(function: &str, preimage: &[u8]) -> Key {
-        let mut text = Self::rpc_namespace(function);
-        push_hex(&mut text, &Md5::digest(preimage));
-        Key(text)
+        Key::assemble(
+            &Self::rpc_namespace(function),
+            "",
+            &Md5::digest(preimage).into(),
+        )
+    }
+
+    /// `namespace`, `mark` and the hex of `digest`, in one allocation: the text is put
+    /// together on the stack when it fits (every key of a function name under ~80
+    /// bytes), then copied once into the key's `Arc`.
+    fn assemble(namespace: &str, mark: &str, digest: &[u8; 16]) -> Key {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = [0u8; 32];
+        for (pair, byte) in hex.chunks_exact_mut(2).zip(digest) {
+            pair[0] = HEX[usize::from(byte >> 4)];
+            pair[1] = HEX[usize::from(byte & 0x0f)];
+        }
+        let parts = [namespace.as_bytes(), mark.as_bytes(), &hex];
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let mut stack = [0u8; 128];
+        let heap: Vec<u8>;
+        let text = if len <= stack.len() {
+            let mut at = 0;
+            for part in parts {
+                stack[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
+            }
+            &stack[..len]
+        } else {
+            heap = parts.concat();
+            &heap
+        };
+        // Whole `str`s and ASCII digits: always UTF-8, so lossless.
+        Key(Arc::from(String::from_utf8_lossy(text).as_ref()))
     }
 
     /// The prefix of `function`'s proxied keys: `context:rpc:<function>:`.
@@ -96,7 +123,7 @@ impl Key {
         let valid = text.starts_with(Self::PREFIX)
             && text.len() <= Self::PREFIX.len() + 200
             && text.bytes().all(|b| b.is_ascii_graphic());
-        valid.then(|| Key(text.to_owned()))
+        valid.then(|| Key(text.into()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -116,17 +143,7 @@ impl TryFrom<String> for Key {
 
 impl From<Key> for String {
     fn from(key: Key) -> String {
-        key.0
-    }
-}
-
-/// Appends lowercase hex. By hand: hex::encode collects chars one by one (4.6 % of a
-/// memory hit).
-fn push_hex(text: &mut String, digest: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for byte in digest {
-        text.push(char::from(HEX[usize::from(byte >> 4)]));
-        text.push(char::from(HEX[usize::from(byte & 0x0f)]));
+        key.0.to_string()
     }
 }
 

@@ -182,6 +182,11 @@ impl Chain {
         }
     }
 
+    /// The key prefix of its answers ([`Key::namespace`]).
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
     pub fn shape(&self) -> Shape {
         self.shape
     }
@@ -227,6 +232,11 @@ impl Chain {
         self.policy.store(Arc::new(policy));
     }
 
+    /// Whether keys are derived from normalised messages, under the current policy.
+    pub fn normalizes(&self) -> bool {
+        self.policy.load().normalize
+    }
+
     /// The key a request maps to under the current policy.
     pub fn key_for(&self, message: &str, filename: Option<&str>) -> Key {
         Key::derive_in(
@@ -257,7 +267,7 @@ impl Chain {
     ///
     /// # Errors
     /// [`Failure`] when the origin fails and no stale entry may stand in.
-    pub async fn lookup(&self, request: ContextRequest) -> Result<Answer, Failure> {
+    pub async fn lookup(&self, request: Arc<ContextRequest>) -> Result<Answer, Failure> {
         let key = self.key_for(&request.message, request.filename.as_deref());
         self.serve(key, Asked::Context(request)).await
     }

@@ -19,11 +19,11 @@ fn memory(metrics: &Arc<Metrics>) -> Tier {
     Tier::Memory(MemoryTier::new(&config, &ctx))
 }
 
-fn request(message: &str) -> ContextRequest {
-    ContextRequest {
+fn request(message: &str) -> Arc<ContextRequest> {
+    Arc::new(ContextRequest {
         message: message.into(),
         filename: None,
-    }
+    })
 }
 
 /// A hit in a lower tier is copied into the tiers above it; a miss fills them all.

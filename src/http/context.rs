@@ -5,16 +5,18 @@
 //! filter tree; the POST and its bounded JSON body go through warp.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use warp::http::{HeaderValue, Response, StatusCode, header};
 use warp::{Filter, Rejection, Reply};
 
+use super::query_memo::{self, Parsed};
 use super::{ApiError, Shared, body, clock, with_state};
 use crate::chain::Answer;
 use crate::form::{self, decode};
-use crate::origins::{ContextRequest, RequestError};
+use crate::origins::{Asked, ContextRequest, RequestError};
 
 /// The chat request body; fields other than these two (`session_id`, `perspective`,
 /// `daw_context`, ...) are accepted and ignored, so the backend can forward it as is.
@@ -79,21 +81,65 @@ pub fn validate(state: &Shared, message: &str, filename: Option<&str>) -> Result
     })
 }
 
+/// The request and key of a `GET`'s query string, checked against the limits: from this
+/// thread's memo when the query came before (`query_memo.rs`).
+///
+/// # Errors
+/// As [`parse_query`] and [`validate`].
+pub fn parsed_query(state: &Shared, query: Option<&str>) -> Result<Parsed, ApiError> {
+    let chain = &state.chain;
+    let parsed = query_memo::parsed(
+        query.unwrap_or(""),
+        chain.namespace(),
+        chain.normalizes(),
+        || {
+            let (message, filename) = parse_query(query)?;
+            prepare(state, message, filename)
+        },
+    )?;
+    // Again on a remembered query: a reload may have lowered the limit since.
+    validate(
+        state,
+        &parsed.request.message,
+        parsed.request.filename.as_deref(),
+    )?;
+    Ok(parsed)
+}
+
+/// A request checked against the limits, with its key (an empty filename is none).
+fn prepare(state: &Shared, message: String, filename: Option<String>) -> Result<Parsed, ApiError> {
+    let filename = filename.filter(|f| !f.is_empty());
+    validate(state, &message, filename.as_deref())?;
+    let key = state.chain.key_for(&message, filename.as_deref());
+    Ok(Parsed {
+        request: Arc::new(ContextRequest { message, filename }),
+        key,
+    })
+}
+
+/// Answers a POST's `message` and `filename`.
 pub async fn answer(
     started: Instant,
     state: Shared,
     message: String,
     filename: Option<String>,
 ) -> Result<warp::reply::Response, Infallible> {
-    let filename = filename.filter(|f| !f.is_empty());
-    if let Err(e) = validate(&state, &message, filename.as_deref()) {
-        return Ok(e.reply());
+    match prepare(&state, message, filename) {
+        Ok(parsed) => serve(started, state, parsed).await,
+        Err(e) => Ok(e.reply()),
     }
-    let request = ContextRequest { message, filename };
+}
+
+/// Answers a checked request through the chain, and records its latency.
+pub async fn serve(
+    started: Instant,
+    state: Shared,
+    Parsed { request, key }: Parsed,
+) -> Result<warp::reply::Response, Infallible> {
     if let Some(hot) = &state.hot {
         hot.saw(&request);
     }
-    match state.chain.lookup(request).await {
+    match state.chain.serve(key, Asked::Context(request)).await {
         Ok(answer) => {
             let response = render(&answer);
             state

@@ -12,6 +12,7 @@ mod health;
 mod live;
 mod passthrough;
 mod proxy;
+mod query_memo;
 mod rejection;
 mod service;
 

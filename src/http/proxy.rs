@@ -95,7 +95,7 @@ where
                 hot.saw(&context);
             }
             let main = original.unwrap_or(&route.chain);
-            (main.lookup(context).await, main, None)
+            (main.lookup(Arc::new(context)).await, main, None)
         }
         Plan::Cached(key) => {
             // The headers move into the call: only a miss sends them on.

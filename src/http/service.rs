@@ -127,12 +127,10 @@ where
             *request.method_mut() = Method::GET;
         }
         if request.method() == Method::GET && request.uri().path() == CONTEXT_PATH {
-            return match context::parse_query(request.uri().query()) {
-                Ok((message, filename)) => {
-                    context::answer(started, self.state.clone(), message, filename)
-                        .map(|r| r.map(|r| r.map(warp_body)))
-                        .boxed()
-                }
+            return match context::parsed_query(&self.state, request.uri().query()) {
+                Ok(parsed) => context::serve(started, self.state.clone(), parsed)
+                    .map(|r| r.map(|r| r.map(warp_body)))
+                    .boxed(),
                 Err(e) => ready(e.reply()),
             };
         }

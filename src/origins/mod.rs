@@ -28,8 +28,9 @@ pub use upstream::{RpcCall, UpstreamOrigin};
 /// What a chain asks its origin.
 #[derive(Debug, Clone)]
 pub enum Asked {
-    /// The original function's `{message, filename}`.
-    Context(ContextRequest),
+    /// The original function's `{message, filename}`, shared with the memo of parsed
+    /// queries (`http/query_memo.rs`) so a hit copies nothing.
+    Context(Arc<ContextRequest>),
     /// A client's RPC call, forwarded by the proxy.
     Rpc(Arc<RpcCall>),
 }

@@ -9,6 +9,7 @@ pub mod client;
 mod hot_set;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -179,7 +180,7 @@ pub async fn warm(
 ) -> Warmed {
     let (started, n) = (std::time::Instant::now(), requests.len());
     let mut answers = futures_util::stream::iter(requests)
-        .map(|request| chain.lookup(request))
+        .map(|request| chain.lookup(Arc::new(request)))
         .buffer_unordered(concurrency.max(1));
     let mut warmed = Warmed::default();
     while let Some(answer) = answers.next().await {
