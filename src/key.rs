@@ -103,8 +103,11 @@ impl Key {
             heap = parts.concat();
             &heap
         };
-        // Whole `str`s and ASCII digits: always UTF-8, so lossless.
-        Key(Arc::from(String::from_utf8_lossy(text).as_ref()))
+        // Whole `str`s and ASCII digits: always UTF-8, so never the lossy fallback.
+        match std::str::from_utf8(text) {
+            Ok(text) => Key(Arc::from(text)),
+            Err(_) => Key(Arc::from(String::from_utf8_lossy(text).as_ref())),
+        }
     }
 
     /// The prefix of `function`'s proxied keys: `context:rpc:<function>:`.

@@ -7,6 +7,7 @@
 //! - [`names`]: bounded names shared by plugins and metrics (a leaf).
 //! - [`secret`]: strings that never print, and URL redaction (a leaf).
 //! - [`figures`]: the rounding of every shown figure (a leaf).
+//! - [`memo`]: the per-thread store of the request path's memos (a leaf).
 //! - [`app`]: wiring: config -> tiers, origin, chain, metrics, routes; the `run` seam.
 //! - [`server`]: the HTTP/1 accept loop (connection cap, header timeout, drain deadline).
 //! - [`shutdown`]: signals -> intents (shutdown, quit, reload) and a handle tasks await.
@@ -37,6 +38,7 @@ pub mod form;
 pub mod http;
 pub mod invalidation;
 pub mod key;
+pub mod memo;
 pub mod metrics;
 pub mod names;
 pub mod notify;

@@ -20,7 +20,8 @@ use crate::chain::{Answer, Failure, Shape};
 use crate::envelope::Envelope;
 use crate::metrics::{ProxyChildren, ProxyResult};
 use crate::origins::{Asked, RpcCall};
-use crate::proxy::request::{self, Call, Plan};
+use crate::proxy::plan_memo;
+use crate::proxy::request::{Call, Plan};
 use crate::proxy::{Proxy, Resolved, Route};
 
 /// The path prefix of RPC calls.
@@ -89,13 +90,13 @@ where
     };
     let original = proxy.original.as_ref();
     let limit = original.map(|_| state.config.load().server.max_message_bytes);
-    let (served, chain, asked) = match request::plan(&call, scope, &identity, limit) {
+    let (served, chain, asked) = match plan_memo::plan(&call, scope, &identity, limit) {
         Plan::Original(context) => {
             if let Some(hot) = &state.hot {
                 hot.saw(&context);
             }
             let main = original.unwrap_or(&route.chain);
-            (main.lookup(Arc::new(context)).await, main, None)
+            (main.lookup(context).await, main, None)
         }
         Plan::Cached(key) => {
             // The headers move into the call: only a miss sends them on.

@@ -2,26 +2,15 @@
 //! query → request and key. Both are pure functions of the query, the key namespace and
 //! the `normalize` flag, and percent-decoding plus MD5 were a sixth of a memory hit's
 //! instructions; a query seen before (what hits are made of) now costs a hash and a
-//! compare, and shares its request and key instead of copying them. Set-associative
-//! (a query's hash picks a set of eight slots; a new one pushes out the set's oldest),
-//! with no lock: direct-mapped, a third of 100 busy queries kept pushing each other
-//! out. What a slot holds is checked whole (the query, the namespace, the flag), so a
-//! collision can only cost a parse, never give another query's key.
+//! compare, and shares its request and key instead of copying them. Kept in a
+//! [`Memo`] (`memo.rs`), checked on the query, the namespace and the flag.
 
 use std::cell::RefCell;
-use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use crate::key::Key;
+use crate::memo::Memo;
 use crate::origins::ContextRequest;
-
-/// Sets per thread (a power of two), and slots per set.
-const SETS: usize = 64;
-const WAYS: usize = 8;
-
-/// Longer queries are parsed each time: with the message they are at most
-/// `SETS` × `WAYS` × 3 × this (1.5 MiB) a thread.
-const LONGEST: usize = 1024;
 
 /// A request as the chain takes it, with its key.
 #[derive(Debug, Clone)]
@@ -30,22 +19,21 @@ pub struct Parsed {
     pub key: Key,
 }
 
-struct Slot {
-    hash: u64,
-    query: Box<str>,
+/// What a query is kept with: its parse, and what the key was derived under.
+#[derive(Clone)]
+struct Kept {
+    parsed: Parsed,
     /// The key's first this many bytes are its namespace.
     namespace_len: usize,
     normalize: bool,
-    parsed: Parsed,
 }
 
 thread_local! {
-    /// `SETS` sets of `WAYS` slots, newest first; allocated on first use.
-    static MEMO: RefCell<Vec<Option<Slot>>> = const { RefCell::new(Vec::new()) };
+    static MEMO: RefCell<Memo<Kept>> = const { RefCell::new(Memo::new()) };
 }
 
 /// `query`'s request and key under `namespace` and `normalize`: this thread's memo of
-/// them, or what `parse` makes of it (remembered when it succeeds).
+/// them, or what `parse` makes of it (kept when it succeeds).
 ///
 /// # Errors
 /// `parse`'s, which is asked again each time.
@@ -55,40 +43,22 @@ pub fn parsed<E>(
     normalize: bool,
     parse: impl FnOnce() -> Result<Parsed, E>,
 ) -> Result<Parsed, E> {
-    if query.len() > LONGEST {
-        return parse();
-    }
-    let hash = foldhash::fast::FixedState::default().hash_one(query);
-    let set = (hash >> (64 - SETS.trailing_zeros())) as usize * WAYS;
-    let remembered = MEMO.with_borrow(|memo| {
-        let slots = memo.get(set..set + WAYS)?;
-        slots.iter().flatten().find_map(|slot| {
-            let same = slot.hash == hash
-                && *slot.query == *query
-                && slot.normalize == normalize
-                && slot.namespace_len == namespace.len()
-                && slot.parsed.key.as_str().starts_with(namespace);
-            same.then(|| slot.parsed.clone())
-        })
-    });
-    if let Some(parsed) = remembered {
-        return Ok(parsed);
+    let hash = Memo::<Kept>::hash(query.as_bytes());
+    let fits = |k: &Kept| {
+        k.normalize == normalize
+            && k.namespace_len == namespace.len()
+            && k.parsed.key.as_str().starts_with(namespace)
+    };
+    if let Some(kept) = MEMO.with_borrow(|m| m.get(hash, query.as_bytes(), fits)) {
+        return Ok(kept.parsed);
     }
     let parsed = parse()?;
-    MEMO.with_borrow_mut(|memo| {
-        if memo.is_empty() {
-            memo.resize_with(SETS * WAYS, || None);
-        }
-        let slots = &mut memo[set..set + WAYS];
-        slots.rotate_right(1);
-        slots[0] = Some(Slot {
-            hash,
-            query: query.into(),
-            namespace_len: namespace.len(),
-            normalize,
-            parsed: parsed.clone(),
-        });
-    });
+    let kept = Kept {
+        parsed: parsed.clone(),
+        namespace_len: namespace.len(),
+        normalize,
+    };
+    MEMO.with_borrow_mut(|m| m.put(hash, query.as_bytes(), kept));
     Ok(parsed)
 }
 
@@ -154,7 +124,7 @@ mod tests {
             assert_eq!(e.unwrap_err(), "empty");
         }
         assert_eq!(parses.get(), 2);
-        let long = format!("message={}", "x".repeat(LONGEST));
+        let long = format!("message={}", "x".repeat(crate::memo::LONGEST));
         for _ in 0..2 {
             parsed::<()>(&long, "context:", false, || {
                 parses.set(parses.get() + 1);
@@ -164,7 +134,7 @@ mod tests {
         }
         assert_eq!(parses.get(), 4);
         for round in 0..2 {
-            for i in 0..SETS * WAYS * 4 {
+            for i in 0..2048 {
                 let query = format!("message=q{i}");
                 let got = parsed::<()>(&query, "context:", false, || {
                     Ok(parsed_as(&query, "context:", false))

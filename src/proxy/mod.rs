@@ -7,6 +7,7 @@
 pub mod introspect;
 mod jwks;
 pub mod jwt;
+pub mod plan_memo;
 pub mod request;
 mod routes;
 

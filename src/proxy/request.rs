@@ -17,6 +17,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 use warp::http::{HeaderMap, Method};
@@ -36,12 +37,12 @@ const SHAPING: &[&str] = &[
 ];
 
 /// What to do with a call.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
     /// Served through the cache under `key`.
     Cached(Key),
     /// The original function's request: served by the `/codette/context` chain.
-    Original(ContextRequest),
+    Original(Arc<ContextRequest>),
     /// Forwarded, not stored; why, for the logs.
     Bypass(&'static str),
 }
@@ -88,7 +89,7 @@ pub fn plan(call: &Call, scope: Scope, identity: &Identity, original: Option<usi
         Ok(p) => {
             let request = original.and_then(|limit| original_request(call, scope, &p, limit));
             if let Some(request) = request {
-                return Plan::Original(request);
+                return Plan::Original(Arc::new(request));
             }
             let mut preimage = Vec::with_capacity(256);
             match serde_json::to_writer(&mut preimage, &p) {

@@ -217,17 +217,17 @@ fn the_original_function_keeps_its_keys() {
     };
     assert_eq!(
         call("input_prompt=how+to+use+reverb", Scope::Shared),
-        Plan::Original(ContextRequest {
+        Plan::Original(std::sync::Arc::new(ContextRequest {
             message: "how to use reverb".into(),
             filename: None
-        })
+        }))
     );
     assert_eq!(
         call("input_prompt=a&optionally_filename=f.ts", Scope::Shared),
-        Plan::Original(ContextRequest {
+        Plan::Original(std::sync::Arc::new(ContextRequest {
             message: "a".into(),
             filename: Some("f.ts".into())
-        })
+        }))
     );
     assert!(matches!(
         call("input_prompt=a", Scope::User),
