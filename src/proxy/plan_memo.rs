@@ -101,102 +101,110 @@ mod tests {
         }
     }
 
-    /// Each part the plan reads changes the memo key; the same call gives the same key
-    /// and the same plan as planning it afresh.
+    /// One variant of a call: which part differs from the base call.
+    struct Variant<'a> {
+        method: &'a Method,
+        query: Option<&'a str>,
+        headers: HeaderMap,
+        scope: Scope,
+        sub: Option<&'a str>,
+        limit: Option<usize>,
+    }
+
+    impl Variant<'_> {
+        fn key(&self) -> Option<Vec<u8>> {
+            let who = Identity {
+                role: "authenticated".into(),
+                sub: self.sub.map(Into::into),
+            };
+            let c = call(self.method, self.query, &self.headers);
+            memo_key(&c, self.scope, &who, self.limit)
+        }
+    }
+
+    /// Each part the plan reads changes the memo key; the same call gives the same key.
+    /// A POST and a header given twice are not kept.
     #[test]
     fn every_input_of_a_plan_is_in_its_key() {
-        let user = |sub: Option<&str>| Identity {
-            role: "authenticated".into(),
-            sub: sub.map(Into::into),
+        let (get, head, post) = (Method::GET, Method::HEAD, Method::POST);
+        let base = || Variant {
+            method: &get,
+            query: Some("a=1"),
+            headers: HeaderMap::new(),
+            scope: Scope::User,
+            sub: Some("u1"),
+            limit: None,
         };
-        let (get, head) = (Method::GET, Method::HEAD);
-        let none = HeaderMap::new();
-        let base = memo_key(
-            &call(&get, Some("a=1"), &none),
-            Scope::User,
-            &user(Some("u1")),
-            None,
-        );
-        let mut keys = vec![base.clone()];
-        keys.push(memo_key(
-            &call(&head, Some("a=1"), &none),
-            Scope::User,
-            &user(Some("u1")),
-            None,
-        ));
-        keys.push(memo_key(
-            &call(&get, Some("a=2"), &none),
-            Scope::User,
-            &user(Some("u1")),
-            None,
-        ));
-        keys.push(memo_key(
-            &call(&get, None, &none),
-            Scope::User,
-            &user(Some("u1")),
-            None,
-        ));
-        keys.push(memo_key(
-            &call(&get, Some("a=1"), &none),
-            Scope::Role,
-            &user(Some("u1")),
-            None,
-        ));
-        keys.push(memo_key(
-            &call(&get, Some("a=1"), &none),
-            Scope::User,
-            &user(Some("u2")),
-            None,
-        ));
-        keys.push(memo_key(
-            &call(&get, Some("a=1"), &none),
-            Scope::User,
-            &user(None),
-            None,
-        ));
-        keys.push(memo_key(
-            &call(&get, Some("a=1"), &none),
-            Scope::User,
-            &user(Some("u1")),
-            Some(10),
-        ));
-        for name in &READ {
+        let with = |name: &HeaderName, value: &'static str| {
             let mut headers = HeaderMap::new();
-            headers.insert(name.clone(), HeaderValue::from_static("x"));
-            keys.push(memo_key(
-                &call(&get, Some("a=1"), &headers),
-                Scope::User,
-                &user(Some("u1")),
-                None,
-            ));
-        }
-        // A value moving between fields is still another key.
-        let mut headers = HeaderMap::new();
-        headers.insert(header::RANGE, HeaderValue::from_static("a=1"));
-        keys.push(memo_key(
-            &call(&get, None, &headers),
-            Scope::User,
-            &user(Some("u1")),
-            None,
-        ));
+            headers.append(name.clone(), HeaderValue::from_static(value));
+            headers
+        };
+        let mut variants = vec![
+            base(),
+            Variant {
+                method: &head,
+                ..base()
+            },
+            Variant {
+                query: Some("a=2"),
+                ..base()
+            },
+            Variant {
+                query: None,
+                ..base()
+            },
+            Variant {
+                scope: Scope::Role,
+                ..base()
+            },
+            Variant {
+                sub: Some("u2"),
+                ..base()
+            },
+            Variant {
+                sub: None,
+                ..base()
+            },
+            Variant {
+                limit: Some(10),
+                ..base()
+            },
+            // A value moving between fields is still another key.
+            Variant {
+                query: None,
+                headers: with(&header::RANGE, "a=1"),
+                ..base()
+            },
+        ];
+        variants.extend(READ.iter().map(|n| Variant {
+            headers: with(n, "x"),
+            ..base()
+        }));
+        let keys: Vec<_> = variants.iter().map(Variant::key).collect();
+        assert!(keys.iter().all(Option::is_some));
         let distinct: std::collections::HashSet<_> = keys.iter().collect();
         assert_eq!(distinct.len(), keys.len());
-        assert!(keys.iter().all(Option::is_some));
-        let again = memo_key(
-            &call(&get, Some("a=1"), &none),
-            Scope::User,
-            &user(Some("u1")),
-            None,
-        );
-        assert_eq!(again, base);
+        assert_eq!(base().key(), keys[0]);
 
-        // A POST and a header given twice are planned afresh, not kept.
-        let post = Method::POST;
-        assert!(memo_key(&call(&post, None, &none), Scope::User, &user(None), None).is_none());
-        let mut twice = HeaderMap::new();
-        twice.append(header::ACCEPT, HeaderValue::from_static("a"));
+        assert!(
+            Variant {
+                method: &post,
+                ..base()
+            }
+            .key()
+            .is_none()
+        );
+        let mut twice = with(&header::ACCEPT, "a");
         twice.append(header::ACCEPT, HeaderValue::from_static("b"));
-        assert!(memo_key(&call(&get, None, &twice), Scope::User, &user(None), None).is_none());
+        assert!(
+            Variant {
+                headers: twice,
+                ..base()
+            }
+            .key()
+            .is_none()
+        );
     }
 
     /// The memo gives what planning afresh gives, for users apart and for repeats.
