@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 use subtle::ConstantTimeEq;
-use warp::http::HeaderMap;
+use warp::http::{HeaderMap, HeaderName, header};
 
 use super::jwt::looks_like_jwt;
 use super::{Identity, JwtError, ProxyConfig, Scope, Verifier};
@@ -203,14 +203,16 @@ impl Proxy {
     /// the API key: a legacy anon key (a JWT, verified) or a configured publishable key
     /// (role `anon`). `None`: not verifiable, so never served from or into the cache.
     pub async fn identify(&self, headers: &HeaderMap) -> Option<Arc<Identity>> {
-        let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
-        let bearer = text("authorization")
+        // Names built once: a `&str` name is parsed on every look-up.
+        const APIKEY: HeaderName = HeaderName::from_static("apikey");
+        let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+        let bearer = text(&header::AUTHORIZATION)
             .and_then(|v| {
                 v.strip_prefix("Bearer ")
                     .or_else(|| v.strip_prefix("bearer "))
             })
             .map(str::trim);
-        let apikey = text("apikey").map(str::trim);
+        let apikey = text(&APIKEY).map(str::trim);
         if let Some(token) = bearer.filter(|t| looks_like_jwt(t)) {
             return self.verify(token).await;
         }
