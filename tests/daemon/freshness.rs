@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::client::ask;
+use crate::client::{ask, wait_redis_state};
 use crate::common::{API_KEY, Daemon, Postgrest, TestPostgres, TestRedis, redis_tier};
 use crate::{memory, poll, run, supabase};
 
@@ -100,6 +100,9 @@ fn adaptive_ttl_follows_changes() {
         // A generous Redis timeout: a busy CI must not skip a write this test reads.
         let tiers = [memory(2), redis_tier(&redis.url(), 2_000, 2)].concat();
         let d = Daemon::start(&format!("{cache}{tiers}{}", supabase(&rest)));
+        // The first answer's Redis write needs the link up (a write without its watch
+        // is skipped); on a busy CI the connection can come after the first request.
+        assert!(wait_redis_state(&d, "connected", Duration::from_secs(10)).await);
         let message = "how to use reverb in mixing";
         let first = ask(&d, message).await;
         assert_eq!(first.source(), "origin", "{first:?}");
