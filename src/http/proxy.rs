@@ -5,7 +5,6 @@
 //! never handed to a request that joined its single flight: that request asks for
 //! itself (its caller may see something else, e.g. its own `Set-Cookie`).
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -207,7 +206,9 @@ fn cache_status(answer: &Answer, kept: bool) -> HeaderValue {
     match (answer.source.is_hit(), answer.ttl) {
         (true, Some(ttl)) => {
             let left = ttl.as_secs() as i64 - answer.age.as_secs() as i64;
-            let _ = write!(text, "hit; ttl={left}");
+            // itoa, not `write!`: the formatting machinery was 1.3 % of a proxied hit.
+            text.push_str("hit; ttl=");
+            text.push_str(itoa::Buffer::new().format(left));
         }
         (true, None) => text.push_str("hit"),
         (false, _) => {
