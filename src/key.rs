@@ -78,36 +78,18 @@ impl Key {
         )
     }
 
-    /// `namespace`, `mark` and the hex of `digest`, in one allocation: the text is put
-    /// together on the stack when it fits (every key of a function name under ~80
-    /// bytes), then copied once into the key's `Arc`.
+    /// `namespace`, `mark` and the lowercase hex of `digest`. The hex by hand:
+    /// `hex::encode` collects chars one by one.
     fn assemble(namespace: &str, mark: &str, digest: &[u8; 16]) -> Key {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut hex = [0u8; 32];
-        for (pair, byte) in hex.chunks_exact_mut(2).zip(digest) {
-            pair[0] = HEX[usize::from(byte >> 4)];
-            pair[1] = HEX[usize::from(byte & 0x0f)];
+        let mut text = String::with_capacity(namespace.len() + mark.len() + 32);
+        text.push_str(namespace);
+        text.push_str(mark);
+        for byte in digest {
+            text.push(char::from(HEX[usize::from(byte >> 4)]));
+            text.push(char::from(HEX[usize::from(byte & 0x0f)]));
         }
-        let parts = [namespace.as_bytes(), mark.as_bytes(), &hex];
-        let len: usize = parts.iter().map(|p| p.len()).sum();
-        let mut stack = [0u8; 128];
-        let heap: Vec<u8>;
-        let text = if len <= stack.len() {
-            let mut at = 0;
-            for part in parts {
-                stack[at..at + part.len()].copy_from_slice(part);
-                at += part.len();
-            }
-            &stack[..len]
-        } else {
-            heap = parts.concat();
-            &heap
-        };
-        // Whole `str`s and ASCII digits: always UTF-8, so never the lossy fallback.
-        match std::str::from_utf8(text) {
-            Ok(text) => Key(Arc::from(text)),
-            Err(_) => Key(Arc::from(String::from_utf8_lossy(text).as_ref())),
-        }
+        Key(text.into())
     }
 
     /// The prefix of `function`'s proxied keys: `context:rpc:<function>:`.

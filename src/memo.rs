@@ -15,6 +15,11 @@ const WAYS: usize = 8;
 /// (1.5 MiB) a memo and thread.
 pub const LONGEST: usize = 1024;
 
+/// The hash [`Memo::get`] and [`Memo::put`] take (computed once for both).
+pub fn hash(key: &[u8]) -> u64 {
+    foldhash::fast::FixedState::default().hash_one(key)
+}
+
 /// One thread's memo of `V`s, empty until first used.
 pub struct Memo<V> {
     slots: Vec<Option<Slot<V>>>,
@@ -29,11 +34,6 @@ struct Slot<V> {
 impl<V: Clone> Memo<V> {
     pub const fn new() -> Self {
         Self { slots: Vec::new() }
-    }
-
-    /// The hash `get` and `put` take (computed once for both).
-    pub fn hash(key: &[u8]) -> u64 {
-        foldhash::fast::FixedState::default().hash_one(key)
     }
 
     /// The value kept for `key` that `fits`, if any.
@@ -89,17 +89,11 @@ mod tests {
         let mut memo = Memo::new();
         for i in 0..SETS * WAYS * 4 {
             let key = format!("k{i}");
-            memo.put(
-                Memo::<String>::hash(key.as_bytes()),
-                key.as_bytes(),
-                key.clone(),
-            );
+            memo.put(hash(key.as_bytes()), key.as_bytes(), key.clone());
         }
         for i in 0..SETS * WAYS * 4 {
             let key = format!("k{i}");
-            let got = memo.get(Memo::<String>::hash(key.as_bytes()), key.as_bytes(), |_| {
-                true
-            });
+            let got = memo.get(hash(key.as_bytes()), key.as_bytes(), |_| true);
             assert!(got.is_none_or(|v| v == key), "{key}");
         }
         let mut memo = Memo::new();
@@ -107,19 +101,15 @@ mod tests {
             .map(|i| format!("message=bench+query+{i}"))
             .collect();
         for key in &keys {
-            memo.put(
-                Memo::<usize>::hash(key.as_bytes()),
-                key.as_bytes(),
-                key.len(),
-            );
+            memo.put(hash(key.as_bytes()), key.as_bytes(), key.len());
         }
         for key in &keys {
-            let hash = Memo::<usize>::hash(key.as_bytes());
+            let hash = hash(key.as_bytes());
             assert_eq!(memo.get(hash, key.as_bytes(), |_| true), Some(key.len()));
             assert_eq!(memo.get(hash, key.as_bytes(), |_| false), None);
         }
         let long = vec![b'x'; LONGEST + 1];
-        memo.put(Memo::<usize>::hash(&long), &long, 1);
-        assert_eq!(memo.get(Memo::<usize>::hash(&long), &long, |_| true), None);
+        memo.put(hash(&long), &long, 1);
+        assert_eq!(memo.get(hash(&long), &long, |_| true), None);
     }
 }

@@ -92,29 +92,27 @@ pub fn parsed_query(state: &Shared, query: Option<&str>) -> Result<Parsed, ApiEr
         query.unwrap_or(""),
         chain.namespace(),
         chain.normalizes(),
-        || {
-            let (message, filename) = parse_query(query)?;
-            prepare(state, message, filename)
-        },
+        || parse_query(query).map(|(message, filename)| prepare(state, message, filename)),
     )?;
-    // Again on a remembered query: a reload may have lowered the limit since.
-    validate(
-        state,
-        &parsed.request.message,
-        parsed.request.filename.as_deref(),
-    )?;
-    Ok(parsed)
+    // On every request, remembered or not: a reload may have lowered the limit since.
+    checked(state, parsed)
 }
 
-/// A request checked against the limits, with its key (an empty filename is none).
-fn prepare(state: &Shared, message: String, filename: Option<String>) -> Result<Parsed, ApiError> {
+/// A request with its key (an empty filename is none), not yet checked.
+fn prepare(state: &Shared, message: String, filename: Option<String>) -> Parsed {
     let filename = filename.filter(|f| !f.is_empty());
-    validate(state, &message, filename.as_deref())?;
     let key = state.chain.key_for(&message, filename.as_deref());
-    Ok(Parsed {
+    Parsed {
         request: Arc::new(ContextRequest { message, filename }),
         key,
-    })
+    }
+}
+
+/// `parsed` if it is within the limits ([`validate`]).
+fn checked(state: &Shared, parsed: Parsed) -> Result<Parsed, ApiError> {
+    let request = &parsed.request;
+    validate(state, &request.message, request.filename.as_deref())?;
+    Ok(parsed)
 }
 
 /// Answers a POST's `message` and `filename`.
@@ -124,7 +122,7 @@ pub async fn answer(
     message: String,
     filename: Option<String>,
 ) -> Result<warp::reply::Response, Infallible> {
-    match prepare(&state, message, filename) {
+    match checked(&state, prepare(&state, message, filename)) {
         Ok(parsed) => serve(started, state, parsed).await,
         Err(e) => Ok(e.reply()),
     }

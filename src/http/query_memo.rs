@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use crate::key::Key;
-use crate::memo::Memo;
+use crate::memo::{self, Memo};
 use crate::origins::ContextRequest;
 
 /// A request as the chain takes it, with its key.
@@ -43,7 +43,7 @@ pub fn parsed<E>(
     normalize: bool,
     parse: impl FnOnce() -> Result<Parsed, E>,
 ) -> Result<Parsed, E> {
-    let hash = Memo::<Kept>::hash(query.as_bytes());
+    let hash = memo::hash(query.as_bytes());
     let fits = |k: &Kept| {
         k.normalize == normalize
             && k.namespace_len == namespace.len()

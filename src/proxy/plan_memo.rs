@@ -12,7 +12,7 @@ use warp::http::{HeaderName, Method, header};
 
 use super::request::{self, Call, Plan};
 use super::{Identity, Scope};
-use crate::memo::Memo;
+use crate::memo::{self, Memo};
 
 /// The headers [`request::plan`] reads for a `GET`.
 const READ: [HeaderName; 4] = [
@@ -24,54 +24,59 @@ const READ: [HeaderName; 4] = [
 
 thread_local! {
     static MEMO: RefCell<Memo<Plan>> = const { RefCell::new(Memo::new()) };
+    /// The memo key is written here, so a hit allocates nothing for it.
+    static KEY: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// [`request::plan`], from this thread's memo when the same call came before.
 pub fn plan(call: &Call, scope: Scope, identity: &Identity, original: Option<usize>) -> Plan {
-    match memo_key(call, scope, identity, original) {
-        Some(key) => {
-            let hash = Memo::<Plan>::hash(&key);
-            if let Some(plan) = MEMO.with_borrow(|m| m.get(hash, &key, |_| true)) {
-                return plan;
-            }
-            let plan = request::plan(call, scope, identity, original);
-            MEMO.with_borrow_mut(|m| m.put(hash, &key, plan.clone()));
-            plan
+    KEY.with_borrow_mut(|key| {
+        // Whatever one huge call grew it to is not kept.
+        key.clear();
+        key.shrink_to(4 * memo::LONGEST);
+        if !memo_key(call, scope, identity, original, key) {
+            return request::plan(call, scope, identity, original);
         }
-        None => request::plan(call, scope, identity, original),
-    }
+        let hash = memo::hash(key);
+        if let Some(plan) = MEMO.with_borrow(|m| m.get(hash, key, |_| true)) {
+            return plan;
+        }
+        let plan = request::plan(call, scope, identity, original);
+        MEMO.with_borrow_mut(|m| m.put(hash, key, plan.clone()));
+        plan
+    })
 }
 
-/// Everything the plan of a `GET`/`HEAD` depends on; `None` for other methods and for
-/// a read header given twice.
+/// Writes into `key` everything the plan of a `GET`/`HEAD` depends on; `false` for
+/// other methods and for a read header given twice.
 fn memo_key(
     call: &Call,
     scope: Scope,
     identity: &Identity,
     original: Option<usize>,
-) -> Option<Vec<u8>> {
+    key: &mut Vec<u8>,
+) -> bool {
     if *call.method != Method::GET && *call.method != Method::HEAD {
-        return None;
+        return false;
     }
-    let mut key = Vec::with_capacity(256);
-    field(&mut key, Some(call.method.as_str().as_bytes()));
-    field(&mut key, Some(call.function.as_bytes()));
-    field(&mut key, call.query.map(str::as_bytes));
+    field(key, Some(call.method.as_str().as_bytes()));
+    field(key, Some(call.function.as_bytes()));
+    field(key, call.query.map(str::as_bytes));
     for name in &READ {
         let mut values = call.headers.get_all(name).iter();
         match (values.next(), values.next()) {
-            (value, None) => field(&mut key, value.map(|v| v.as_bytes())),
-            (Some(_), Some(_)) | (None, Some(_)) => return None,
+            (value, None) => field(key, value.map(|v| v.as_bytes())),
+            (Some(_), Some(_)) | (None, Some(_)) => return false,
         }
     }
-    field(&mut key, Some(scope.as_str().as_bytes()));
-    field(&mut key, Some(identity.role.as_bytes()));
-    field(&mut key, identity.sub.as_deref().map(str::as_bytes));
+    field(key, Some(scope.as_str().as_bytes()));
+    field(key, Some(identity.role.as_bytes()));
+    field(key, identity.sub.as_deref().map(str::as_bytes));
     field(
-        &mut key,
+        key,
         original.map(|l| l.to_le_bytes()).as_ref().map(|l| &l[..]),
     );
-    Some(key)
+    true
 }
 
 /// Appends one field: absent, or present with its length.
@@ -118,7 +123,8 @@ mod tests {
                 sub: self.sub.map(Into::into),
             };
             let c = call(self.method, self.query, &self.headers);
-            memo_key(&c, self.scope, &who, self.limit)
+            let mut key = Vec::new();
+            memo_key(&c, self.scope, &who, self.limit, &mut key).then_some(key)
         }
     }
 
