@@ -16,12 +16,23 @@
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use warp::http::{HeaderMap, HeaderName, HeaderValue};
 
 const MAGIC: &str = "codette-rpc/1 ";
 
-/// Response headers an envelope keeps (lowercase): what a client reads, plus what
-/// decides whether the answer may be stored.
-pub const KEPT: &[&str] = &[
+/// Declares the kept headers once: their names as text ([`KEPT`]) and as prebuilt
+/// [`HeaderName`]s ([`NAMES`], so a replay neither parses nor allocates a name).
+macro_rules! kept_headers {
+    ($($name:literal),* $(,)?) => {
+        /// Response headers an envelope keeps (lowercase): what a client reads, plus
+        /// what decides whether the answer may be stored.
+        pub const KEPT: &[&str] = &[$($name),*];
+        /// [`KEPT`] as header names, index for index.
+        static NAMES: [HeaderName; KEPT.len()] = [$(HeaderName::from_static($name)),*];
+    };
+}
+
+kept_headers![
     "content-type",
     "content-range",
     "content-profile",
@@ -84,7 +95,7 @@ impl Envelope {
     /// # Errors
     /// [`Malformed`] for anything [`Envelope::encode`] would not have written.
     pub fn decode(stored: &Bytes) -> Result<Envelope, Malformed> {
-        let (mut envelope, start) = parse(stored)?;
+        let (mut envelope, start) = owned(stored)?;
         envelope.body = stored.slice(start..);
         Ok(envelope)
     }
@@ -94,7 +105,7 @@ impl Envelope {
     /// # Errors
     /// As [`Envelope::decode`].
     pub fn head(stored: &[u8]) -> Result<Envelope, Malformed> {
-        parse(stored).map(|(envelope, _)| envelope)
+        owned(stored).map(|(envelope, _)| envelope)
     }
 
     /// The first value of a header.
@@ -145,8 +156,42 @@ impl Envelope {
     }
 }
 
+/// A stored answer replayed without copying: its headers appended to `out` (prebuilt
+/// names, values sharing `stored`), its status and body returned. What [`Envelope::decode`]
+/// refuses is refused here too, though `out` may then hold part of the headers.
+///
+/// # Errors
+/// [`Malformed`], as [`Envelope::decode`].
+pub fn replay(stored: &Bytes, out: &mut HeaderMap) -> Result<(u16, Bytes), Malformed> {
+    let (status, start) = parse(stored, |name, value| {
+        // A value the head's check lets through but HTTP refuses (DEL) is left out.
+        if let Ok(value) = HeaderValue::from_maybe_shared(stored.slice_ref(value.as_bytes())) {
+            out.append(&NAMES[name], value);
+        }
+    })?;
+    Ok((status, stored.slice(start..)))
+}
+
 /// The envelope without its body, and where the body starts.
-fn parse(stored: &[u8]) -> Result<(Envelope, usize), Malformed> {
+fn owned(stored: &[u8]) -> Result<(Envelope, usize), Malformed> {
+    let mut headers = Vec::new();
+    let (status, start) = parse(stored, |name, value| {
+        headers.push((KEPT[name], value.to_owned()));
+    })?;
+    let envelope = Envelope {
+        status,
+        headers,
+        body: Bytes::new(),
+    };
+    Ok((envelope, start))
+}
+
+/// Checks a stored head and hands each header to `each` (its index in [`KEPT`], its
+/// value); returns the status and where the body starts.
+fn parse<'s>(
+    stored: &'s [u8],
+    mut each: impl FnMut(usize, &'s str),
+) -> Result<(u16, usize), Malformed> {
     let rest = stored
         .strip_prefix(MAGIC.as_bytes())
         .ok_or(Malformed("no codette-rpc/1 line"))?;
@@ -162,25 +207,22 @@ fn parse(stored: &[u8]) -> Result<(Envelope, usize), Malformed> {
         .and_then(|s| s.parse().ok())
         .filter(|s| (100..600).contains(s))
         .ok_or(Malformed("bad status"))?;
-    let mut headers = Vec::new();
     for line in lines {
         // Names hold no `:`, so the first one must be the `: ` encode wrote.
         let (name, value) = line
             .split_once(':')
             .and_then(|(name, value)| Some((name, value.strip_prefix(' ')?)))
             .ok_or(Malformed("bad header line"))?;
-        let name = kept(name).ok_or(Malformed("unexpected header"))?;
+        let name = KEPT
+            .iter()
+            .position(|k| *k == name)
+            .ok_or(Malformed("unexpected header"))?;
         if value.bytes().any(|b| b < 0x20 && b != b'\t') {
             return Err(Malformed("unexpected header"));
         }
-        headers.push((name, value.to_owned()));
+        each(name, value);
     }
-    let envelope = Envelope {
-        status,
-        headers,
-        body: Bytes::new(),
-    };
-    Ok((envelope, stored.len() - (rest.len() - end - 2)))
+    Ok((status, stored.len() - (rest.len() - end - 2)))
 }
 
 #[cfg(test)]
@@ -226,10 +268,9 @@ mod tests {
             b"codette-rpc/1 200\ncontent-type x\n\nbody",
             b"codette-rpc/1 200\ncontent-type:x: y\n\nbody",
         ] {
-            assert!(
-                Envelope::decode(&Bytes::from_static(bad)).is_err(),
-                "{bad:?}"
-            );
+            let bad = Bytes::from_static(bad);
+            assert!(Envelope::decode(&bad).is_err(), "{bad:?}");
+            assert!(replay(&bad, &mut HeaderMap::new()).is_err(), "{bad:?}");
         }
     }
 
@@ -276,7 +317,22 @@ mod tests {
                 headers: headers.into_iter().map(|(i, v)| (KEPT[i], v)).collect(),
                 body: Bytes::from(body),
             };
-            proptest::prop_assert_eq!(Envelope::decode(&e.encode()), Ok(e));
+            let stored = e.encode();
+            proptest::prop_assert_eq!(Envelope::decode(&stored), Ok(e.clone()));
+            // A replay gives the same answer: each header's values in their order (a
+            // header map keeps no order between names).
+            let mut replayed = HeaderMap::new();
+            let (status, body) = replay(&stored, &mut replayed).unwrap();
+            for name in KEPT {
+                let got: Vec<&str> = replayed
+                    .get_all(*name)
+                    .iter()
+                    .map(|v| v.to_str().unwrap())
+                    .collect();
+                let sent: Vec<&str> = e.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect();
+                proptest::prop_assert_eq!(got, sent);
+            }
+            proptest::prop_assert_eq!((status, body), (e.status, e.body));
         }
     }
 }

@@ -16,7 +16,7 @@ use warp::http::{
 use super::{ApiError, Reply, Shared, passthrough, warp_body};
 use crate::chain::storable::{self, Verdict};
 use crate::chain::{Answer, Failure, Shape};
-use crate::envelope::Envelope;
+use crate::envelope;
 use crate::metrics::{ProxyChildren, ProxyResult};
 use crate::origins::{Asked, RpcCall};
 use crate::proxy::plan_memo;
@@ -100,9 +100,9 @@ where
         Plan::Cached(key) => {
             // The headers move into the call: only a miss sends them on.
             let rpc = Arc::new(RpcCall {
-                function: name.to_owned(),
+                function: Arc::clone(&route.name),
                 post: method == Method::POST,
-                query: parts.uri.query().map(ToOwned::to_owned),
+                target: parts.uri.path_and_query().cloned(),
                 headers: std::mem::take(&mut parts.headers),
                 body: body.clone(),
             });
@@ -161,29 +161,27 @@ fn bypassed(route: &Route, started: Instant, reply: Reply) -> Reply {
 /// JSON), with `Age` and `Cache-Status`.
 fn render(answer: &Answer, shape: Shape, kept: bool) -> Reply {
     let mut response = match shape {
-        Shape::Rpc(_) => match Envelope::decode(&answer.body) {
-            Ok(e) => {
-                let mut response = Response::new(warp_body(e.body.into()));
-                *response.status_mut() =
-                    StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_GATEWAY);
-                let out = response.headers_mut();
-                for (name, value) in e.headers {
-                    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
-                        out.append(HeaderName::from_static(name), value);
-                    }
+        Shape::Rpc(_) => {
+            let mut headers = HeaderMap::new();
+            match envelope::replay(&answer.body, &mut headers) {
+                Ok((status, body)) => {
+                    let mut response = Response::new(warp_body(body.into()));
+                    *response.status_mut() =
+                        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+                    *response.headers_mut() = headers;
+                    response
                 }
-                response
+                Err(_) => {
+                    // Judged on its way in; a tier cannot hand back other bytes.
+                    let e = ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_error",
+                        "the stored answer is unreadable",
+                    );
+                    return e.reply().map(warp_body);
+                }
             }
-            Err(_) => {
-                // Judged on its way in; a tier cannot hand back other bytes.
-                let e = ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_error",
-                    "the stored answer is unreadable",
-                );
-                return e.reply().map(warp_body);
-            }
-        },
+        }
         _ => {
             let mut response = Response::new(warp_body(answer.body.clone().into()));
             response.headers_mut().insert(

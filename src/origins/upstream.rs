@@ -5,10 +5,12 @@
 //! the chain's judgement (`Envelope::storable_for`). Only a call that brings no answer
 //! (timeout, connection error, a body over the limit) is an [`OriginError`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName};
+use warp::http::uri::PathAndQuery;
 
 use super::OriginError;
 use crate::envelope::{self, Envelope};
@@ -17,11 +19,12 @@ use crate::envelope::{self, Envelope};
 #[derive(Debug, Clone)]
 pub struct RpcCall {
     /// The function, as in the path (`get_codette_context`).
-    pub function: String,
+    pub function: Arc<str>,
     /// GET or POST (a HEAD is asked as GET).
     pub post: bool,
-    /// The query string as the client sent it.
-    pub query: Option<String>,
+    /// The path and query as the client sent them (shared with the request, not
+    /// copied: a hit never reads them); only the query is sent on.
+    pub target: Option<PathAndQuery>,
     /// The client's request headers, as they came ([`sent_on`] picks what is sent).
     pub headers: HeaderMap,
     /// The POST body.
@@ -63,7 +66,7 @@ impl UpstreamOrigin {
     /// Forwards `call`; any status is an answer.
     pub async fn forward(&self, call: &RpcCall) -> Result<Bytes, OriginError> {
         let mut url = format!("{}/rest/v1/rpc/{}", self.base, call.function);
-        if let Some(query) = &call.query {
+        if let Some(query) = call.target.as_ref().and_then(PathAndQuery::query) {
             url.push('?');
             url.push_str(query);
         }

@@ -58,6 +58,8 @@ pub enum Resolved {
 
 /// One cached function.
 pub struct Route {
+    /// The function's name, shared by the calls a miss forwards.
+    pub name: Arc<str>,
     pub chain: Arc<Chain>,
     /// Its `codette_cache_proxy_*` series.
     pub metrics: ProxyChildren,
@@ -126,6 +128,7 @@ impl Proxy {
             routes.insert(
                 f.name.clone(),
                 Route {
+                    name: f.name.as_str().into(),
                     chain: Arc::new(chain),
                     metrics: metrics.proxy_children(&f.name),
                     configured: f.scope,
