@@ -123,9 +123,9 @@ async fn call(
     request: &Asked,
 ) -> Result<(Bytes, Verdict), OriginError> {
     let (admit, moved) = breaker.admit();
-    if let Some(state) = moved {
-        metrics.breaker_moved(function, state);
-        tracing::info!(state = state.as_str(), "origin breaker: probing");
+    if let Some(moved) = moved {
+        metrics.breaker_moved(function, moved.from, moved.to);
+        tracing::info!(state = moved.to.as_str(), "origin breaker: probing");
     }
     match admit {
         Admit::Refuse { retry_after } => {
@@ -135,8 +135,8 @@ async fn call(
         Admit::Probe if origin.probes_health() => {
             if let Err(error) = origin.health().await {
                 // Any failed check keeps it open, even one the origin answered (a 401).
-                if let Some(state) = breaker.record(CallResult::Failed) {
-                    metrics.breaker_moved(function, state);
+                if let Some(moved) = breaker.record(CallResult::Failed) {
+                    metrics.breaker_moved(function, moved.from, moved.to);
                     tracing::warn!(%error, "origin breaker: health probe failed; open again");
                 }
                 return Err(OriginError::Unavailable {
@@ -194,8 +194,9 @@ fn settle<T>(
         Ok(_) => Some(CallResult::Reached),
         Err(e) => e.breaker_result(),
     };
-    if let Some(state) = counted.and_then(|r| breaker.record(r)) {
-        metrics.breaker_moved(function, state);
+    if let Some(moved) = counted.and_then(|r| breaker.record(r)) {
+        metrics.breaker_moved(function, moved.from, moved.to);
+        let state = moved.to;
         match result {
             Err(error) => tracing::warn!(state = state.as_str(), %error, "origin breaker moved"),
             Ok(_) => tracing::info!(state = state.as_str(), "origin breaker moved"),

@@ -76,6 +76,10 @@ pub struct Metrics {
     rejected_values: Vec<Vec<IntCounter>>,
     /// By function: each function's chain has its own breaker.
     breaker_state: Vec<IntGauge>,
+    /// By function: how many of its breakers are open and half-open now. Two chains
+    /// can share a function's name (the original function also proxied); its gauge
+    /// shows the worst of them, so an open breaker is never hidden by a closed one.
+    breakers_not_closed: Vec<parking_lot::Mutex<[u32; 2]>>,
     /// `[function][BreakerState as usize]`
     breaker_transitions: Vec<Vec<IntCounter>>,
     /// By function.
@@ -287,6 +291,7 @@ impl Metrics {
                 "Connections refused because max_connections were open.",
             ),
             rejected_values,
+            breakers_not_closed: breaker_state.iter().map(|_| Default::default()).collect(),
             breaker_state,
             breaker_transitions,
             breaker_refusals,

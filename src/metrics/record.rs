@@ -61,9 +61,29 @@ impl Metrics {
         self.rejected_values[tier.index()][why as usize].inc();
     }
 
-    /// `function`'s origin breaker moved to `to`.
-    pub fn breaker_moved(&self, function: Function, to: BreakerState) {
-        self.breaker_state[function.0].set(to as i64);
+    /// One of `function`'s origin breakers moved from `from` to `to`. The gauge shows
+    /// the worst of the function's breakers: open, else half-open, else closed.
+    pub fn breaker_moved(&self, function: Function, from: BreakerState, to: BreakerState) {
+        // [open, half-open]; every breaker starts closed.
+        let slot = |state| match state {
+            BreakerState::Open => Some(0),
+            BreakerState::HalfOpen => Some(1),
+            BreakerState::Closed => None,
+        };
+        let mut not_closed = self.breakers_not_closed[function.0].lock();
+        if let Some(i) = slot(from) {
+            not_closed[i] = not_closed[i].saturating_sub(1);
+        }
+        if let Some(i) = slot(to) {
+            not_closed[i] += 1;
+        }
+        let worst = match *not_closed {
+            [open, _] if open > 0 => BreakerState::Open,
+            [_, half_open] if half_open > 0 => BreakerState::HalfOpen,
+            _ => BreakerState::Closed,
+        };
+        // Set under the lock, so two moves cannot leave the older figure.
+        self.breaker_state[function.0].set(worst as i64);
         self.breaker_transitions[function.0][to as usize].inc();
     }
 
@@ -152,5 +172,34 @@ impl Metrics {
 
     pub fn connection_rejected(&self) {
         self.rejected_connections.inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two breakers under one function's name: the gauge shows the worst of them, and
+    /// each move is counted.
+    #[test]
+    fn a_functions_gauge_shows_its_worst_breaker() {
+        use BreakerState::{Closed, HalfOpen, Open};
+        let metrics = Metrics::with_functions(["get_codette_context"]);
+        let f = metrics.function("get_codette_context");
+        let gauge = || metrics.breaker_state[f.0].get();
+        let steps = [
+            ((Closed, Open), 1), // a opens
+            ((Closed, Open), 1), // b opens
+            ((Open, HalfOpen), 1),
+            ((HalfOpen, Closed), 1), // b closes: a is still open
+            ((Open, HalfOpen), 2),   // a probes
+            ((HalfOpen, Closed), 0),
+        ];
+        for ((from, to), shown) in steps {
+            metrics.breaker_moved(f, from, to);
+            assert_eq!(gauge(), shown, "after {from:?} -> {to:?}");
+        }
+        let opened = metrics.breaker_transitions[f.0][Open as usize].get();
+        assert_eq!(opened, 2);
     }
 }

@@ -49,6 +49,13 @@ pub enum CallResult {
     Failed,
 }
 
+/// A change of state, as the breaker reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moved {
+    pub from: BreakerState,
+    pub to: BreakerState,
+}
+
 /// The breaker.
 pub struct Breaker {
     /// Fixed for the process, like the rest of `[origin]` (a change needs a restart).
@@ -88,8 +95,8 @@ impl Breaker {
         self.inner.lock().consecutive
     }
 
-    /// Asks to call the origin. Returns the decision and the state it moved to, if any.
-    pub fn admit(&self) -> (Admit, Option<BreakerState>) {
+    /// Asks to call the origin. Returns the decision and the move it made, if any.
+    pub fn admit(&self) -> (Admit, Option<Moved>) {
         let open_for = self.settings.open_for;
         let mut inner = self.inner.lock();
         match inner.state {
@@ -98,7 +105,11 @@ impl Breaker {
                 let open = inner.opened_at.elapsed();
                 if open >= open_for {
                     inner.state = BreakerState::HalfOpen;
-                    (Admit::Probe, Some(BreakerState::HalfOpen))
+                    let moved = Moved {
+                        from: BreakerState::Open,
+                        to: BreakerState::HalfOpen,
+                    };
+                    (Admit::Probe, Some(moved))
                 } else {
                     let retry_after = open_for - open;
                     (Admit::Refuse { retry_after }, None)
@@ -114,8 +125,8 @@ impl Breaker {
         }
     }
 
-    /// Records how a call ended. Returns the state it moved to, if any.
-    pub fn record(&self, result: CallResult) -> Option<BreakerState> {
+    /// Records how a call ended. Returns the move it made, if any.
+    pub fn record(&self, result: CallResult) -> Option<Moved> {
         let failures = self.settings.failures;
         let mut inner = self.inner.lock();
         let next = match result {
@@ -135,7 +146,8 @@ impl Breaker {
                 }
             }
         };
-        (std::mem::replace(&mut inner.state, next) != next).then_some(next)
+        let from = std::mem::replace(&mut inner.state, next);
+        (from != next).then_some(Moved { from, to: next })
     }
 }
 
@@ -159,22 +171,28 @@ mod tests {
         assert_eq!(b.record(CallResult::Reached), None);
         assert_eq!(b.record(CallResult::Failed), None);
         assert_eq!(b.record(CallResult::Failed), None);
-        assert_eq!(b.record(CallResult::Failed), Some(BreakerState::Open));
+        assert_eq!(
+            b.record(CallResult::Failed).map(|m| m.to),
+            Some(BreakerState::Open)
+        );
         assert!(
             matches!(b.admit(), (Admit::Refuse { retry_after }, None) if retry_after > Duration::from_secs(59))
         );
     }
 
     /// After the open time one probe goes out; others are refused; its result decides.
+    /// Each move names where it came from (the metrics combine a function's breakers).
     #[test]
     fn half_open_lets_one_probe_through() {
+        use BreakerState::{Closed, HalfOpen, Open};
+        let moved = |from, to| Some(Moved { from, to });
         let b = breaker(1, 0);
-        assert_eq!(b.record(CallResult::Failed), Some(BreakerState::Open));
-        assert_eq!(b.admit(), (Admit::Probe, Some(BreakerState::HalfOpen)));
-        assert!(matches!(b.admit().0, Admit::Refuse { .. }));
-        assert_eq!(b.record(CallResult::Failed), Some(BreakerState::Open));
-        assert_eq!(b.admit(), (Admit::Probe, Some(BreakerState::HalfOpen)));
-        assert_eq!(b.record(CallResult::Reached), Some(BreakerState::Closed));
+        assert_eq!(b.record(CallResult::Failed), moved(Closed, Open));
+        assert_eq!(b.admit(), (Admit::Probe, moved(Open, HalfOpen)));
+        assert!(matches!(b.admit(), (Admit::Refuse { .. }, None)));
+        assert_eq!(b.record(CallResult::Failed), moved(HalfOpen, Open));
+        assert_eq!(b.admit(), (Admit::Probe, moved(Open, HalfOpen)));
+        assert_eq!(b.record(CallResult::Reached), moved(HalfOpen, Closed));
         assert_eq!(b.admit(), (Admit::Call, None));
         assert_eq!(b.consecutive_failures(), 0);
     }

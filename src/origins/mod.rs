@@ -19,7 +19,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
-pub use breaker::{Admit, Breaker, BreakerSettings, BreakerState, CallResult};
+pub use breaker::{Admit, Breaker, BreakerSettings, BreakerState, CallResult, Moved};
 pub use postgres::{PostgresConfig, PostgresOrigin};
 pub use sample::{SampleConfig, SampleOrigin};
 pub use supabase::{SupabaseConfig, SupabaseOrigin};
