@@ -90,12 +90,13 @@ where
     let original = proxy.original.as_ref();
     let limit = original.map(|_| state.config.load().server.max_message_bytes);
     let (served, chain, asked) = match plan_memo::plan(&call, scope, &identity, limit) {
-        Plan::Original(context) => {
+        Plan::Original(call) => {
             if let Some(hot) = &state.hot {
-                hot.saw(&context);
+                hot.saw(&call.request);
             }
             let main = original.unwrap_or(&route.chain);
-            (main.lookup(context).await, main, None)
+            let asked = Asked::Context(Arc::clone(&call.request));
+            (main.serve(call.key_in(main), asked).await, main, None)
         }
         Plan::Cached(key) => {
             // The headers move into the call: only a miss sends them on.

@@ -17,12 +17,13 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 use warp::http::{HeaderMap, Method};
 
 use super::{Identity, Scope};
+use crate::chain::Chain;
 use crate::key::Key;
 use crate::origins::ContextRequest;
 
@@ -42,10 +43,57 @@ pub enum Plan {
     /// Served through the cache under `key`.
     Cached(Key),
     /// The original function's request: served by the `/codette/context` chain.
-    Original(Arc<ContextRequest>),
+    Original(Arc<Original>),
     /// Forwarded, not stored; why, for the logs.
     Bypass(&'static str),
 }
+
+/// The original function's request, and its key once derived. The plan memo keeps a
+/// hot call's plan, so the key (an MD5) is derived once, not on every hit. It is kept
+/// with what it also depends on, the chain's namespace and its reloadable `normalize`:
+/// under another setting it is derived afresh.
+#[derive(Debug)]
+pub struct Original {
+    pub request: Arc<ContextRequest>,
+    key: OnceLock<(Box<str>, bool, Key)>,
+}
+
+impl Original {
+    pub fn new(request: ContextRequest) -> Self {
+        Self {
+            request: Arc::new(request),
+            key: OnceLock::new(),
+        }
+    }
+
+    /// The key `chain` files this request under now.
+    pub fn key_in(&self, chain: &Chain) -> Key {
+        let normalize = chain.normalizes();
+        match self.key.get() {
+            Some((namespace, n, key)) if *n == normalize && **namespace == *chain.namespace() => {
+                key.clone()
+            }
+            _ => {
+                let request = &self.request;
+                let key = chain.key_for(&request.message, request.filename.as_deref());
+                // The first setting seen is kept; a later one derives each time.
+                let _ = self
+                    .key
+                    .set((chain.namespace().into(), normalize, key.clone()));
+                key
+            }
+        }
+    }
+}
+
+/// The same request is the same plan, whatever key was derived for it so far.
+impl PartialEq for Original {
+    fn eq(&self, other: &Self) -> bool {
+        self.request == other.request
+    }
+}
+
+impl Eq for Original {}
 
 /// A call's parts, as the client sent them.
 pub struct Call<'a> {
@@ -89,7 +137,7 @@ pub fn plan(call: &Call, scope: Scope, identity: &Identity, original: Option<usi
         Ok(p) => {
             let request = original.and_then(|limit| original_request(call, scope, &p, limit));
             if let Some(request) = request {
-                return Plan::Original(Arc::new(request));
+                return Plan::Original(Arc::new(Original::new(request)));
             }
             let mut preimage = Vec::with_capacity(256);
             match serde_json::to_writer(&mut preimage, &p) {

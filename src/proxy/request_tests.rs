@@ -217,17 +217,17 @@ fn the_original_function_keeps_its_keys() {
     };
     assert_eq!(
         call("input_prompt=how+to+use+reverb", Scope::Shared),
-        Plan::Original(std::sync::Arc::new(ContextRequest {
+        Plan::Original(std::sync::Arc::new(Original::new(ContextRequest {
             message: "how to use reverb".into(),
             filename: None
-        }))
+        })))
     );
     assert_eq!(
         call("input_prompt=a&optionally_filename=f.ts", Scope::Shared),
-        Plan::Original(std::sync::Arc::new(ContextRequest {
+        Plan::Original(std::sync::Arc::new(Original::new(ContextRequest {
             message: "a".into(),
             filename: Some("f.ts".into())
-        }))
+        })))
     );
     assert!(matches!(
         call("input_prompt=a", Scope::User),
@@ -259,4 +259,49 @@ fn queries_that_are_not_utf8_are_forwarded() {
         );
     }
     assert_eq!(key(get("a=x+y&&b=2&")), key(get("a=x+y&b=2")));
+}
+
+/// An original call's key is derived once and then reused, but only under the chain
+/// and `normalize` setting it was derived for: a reload that flips `normalize`, or
+/// another namespace, gets the key that chain derives now.
+#[test]
+fn an_original_calls_key_follows_its_chain() {
+    use crate::chain::{Chain, Policy};
+    use crate::metrics::Metrics;
+    use crate::origins::{BreakerSettings, Origin, SampleConfig, SampleOrigin};
+    let chain = |namespace: &str| {
+        let origin = Origin::Sample(SampleOrigin::new(&SampleConfig::default()).unwrap());
+        let breaker = BreakerSettings {
+            failures: 5,
+            open_for: std::time::Duration::from_secs(2),
+        };
+        let metrics = std::sync::Arc::new(Metrics::new());
+        Chain::new(
+            namespace.into(),
+            vec![],
+            origin,
+            breaker,
+            metrics,
+            Policy::default(),
+        )
+    };
+    let original = Original::new(ContextRequest {
+        message: "How to  use REVERB".into(),
+        filename: Some("Mix.md".into()),
+    });
+    let main = chain(Key::PREFIX);
+    let expected = |c: &Chain| c.key_for("How to  use REVERB", Some("Mix.md"));
+    assert_eq!(original.key_in(&main), expected(&main));
+    assert_eq!(original.key_in(&main), expected(&main));
+    main.set_policy(Policy {
+        normalize: true,
+        ..Policy::default()
+    });
+    assert_ne!(
+        expected(&main),
+        chain(Key::PREFIX).key_for("How to  use REVERB", Some("Mix.md"))
+    );
+    assert_eq!(original.key_in(&main), expected(&main));
+    let other = chain("context:v2:");
+    assert_eq!(original.key_in(&other), expected(&other));
 }
