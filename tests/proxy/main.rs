@@ -1,6 +1,6 @@
 //! The transparent Supabase proxy's tests, against REAL servers and the REAL client
 //! libraries: a PostgreSQL loaded with `tests/sql/schema.sql`, the PostgREST-shaped
-//! gateway in front of it (tests/common/postgrest.rs: JWT roles and claims like
+//! gateway in front of it (tests/common/postgrest/: JWT roles and claims like
 //! PostgREST), and supabase-js / supabase-py pinned in tests/clients (installed by
 //! .ci/run) driven through `clients`.
 //!

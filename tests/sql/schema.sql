@@ -128,7 +128,7 @@ INSERT INTO public.chat_history (id, user_id, messages, updated_at) VALUES
 
 -- ---------------------------------------------------------------------------------------
 -- What Supabase adds around the tables, for the PostgREST-shaped gateway's JWT callers
--- (tests/common/postgrest.rs runs each call as the token's role with
+-- (tests/common/postgrest/ runs each call as the token's role with
 -- request.jwt.claims set, as PostgREST does) and the transparent proxy's tests.
 -- ---------------------------------------------------------------------------------------
 
