@@ -90,13 +90,13 @@ where
     let original = proxy.original.as_ref();
     let limit = original.map(|_| state.config.load().server.max_message_bytes);
     let (served, chain, asked) = match plan_memo::plan(&call, scope, &identity, limit) {
-        Plan::Original(call) => {
+        Plan::Original(plain) => {
             if let Some(hot) = &state.hot {
-                hot.saw(&call.request);
+                hot.saw(&plain.request);
             }
             let main = original.unwrap_or(&route.chain);
-            let asked = Asked::Context(Arc::clone(&call.request));
-            (main.serve(call.key_in(main), asked).await, main, None)
+            let asked = Asked::Context(Arc::clone(&plain.request));
+            (main.serve(plain.key_in(main), asked).await, main, None)
         }
         Plan::Cached(key) => {
             // The headers move into the call: only a miss sends them on.
