@@ -1,5 +1,5 @@
 //! The store behind the request path's memos (`http/query_memo.rs`,
-//! `proxy/plan_memo.rs`): what a pure function made of some bytes, kept per worker
+//! `proxy/plan_memo.rs`, `chain/verdict_memo.rs`): what a pure function made of some bytes, kept per worker
 //! thread, so no lock. Set-associative: the bytes' hash picks a set of eight slots and
 //! a new entry pushes out the set's oldest (direct-mapped, a third of 100 busy keys
 //! kept pushing each other out). A slot is matched on its whole key, never on the hash
@@ -47,11 +47,11 @@ impl<V: Clone> Memo<V> {
             .map(|s| s.value.clone())
     }
 
-    /// Keeps `value` for `key`, pushing out its set's oldest; a key over [`LONGEST`]
-    /// is not kept.
-    pub fn put(&mut self, hash: u64, key: &[u8], value: V) {
+    /// Keeps `value` for `key`, pushing out its set's oldest (given back); a key over
+    /// [`LONGEST`] is not kept.
+    pub fn put(&mut self, hash: u64, key: &[u8], value: V) -> Option<V> {
         if key.len() > LONGEST {
-            return;
+            return None;
         }
         if self.slots.is_empty() {
             self.slots.resize_with(SETS * WAYS, || None);
@@ -59,11 +59,17 @@ impl<V: Clone> Memo<V> {
         let set = set_of(hash);
         let slots = &mut self.slots[set..set + WAYS];
         slots.rotate_right(1);
-        slots[0] = Some(Slot {
+        let oldest = slots[0].replace(Slot {
             hash,
             key: key.into(),
             value,
         });
+        oldest.map(|s| s.value)
+    }
+
+    /// Forgets every value.
+    pub fn clear(&mut self) {
+        self.slots.clear();
     }
 }
 
@@ -109,7 +115,24 @@ mod tests {
             assert_eq!(memo.get(hash, key.as_bytes(), |_| false), None);
         }
         let long = vec![b'x'; LONGEST + 1];
-        memo.put(hash(&long), &long, 1);
+        assert_eq!(memo.put(hash(&long), &long, 1), None);
         assert_eq!(memo.get(hash(&long), &long, |_| true), None);
+        memo.clear();
+        assert!(keys.iter().all(|k| {
+            memo.get(hash(k.as_bytes()), k.as_bytes(), |_| true)
+                .is_none()
+        }));
+    }
+
+    /// A full set gives back what it pushes out: its oldest.
+    #[test]
+    fn a_full_set_gives_back_its_oldest() {
+        let mut memo = Memo::new();
+        let h = 42;
+        for i in 0..WAYS {
+            assert_eq!(memo.put(h, &[i as u8], i), None);
+        }
+        assert_eq!(memo.put(h, b"new", 99), Some(0));
+        assert_eq!(memo.put(h, b"newer", 100), Some(1));
     }
 }

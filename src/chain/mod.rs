@@ -20,6 +20,7 @@ pub mod storable;
 mod tier_io;
 mod ttl;
 mod variants;
+mod verdict_memo;
 
 #[cfg(test)]
 mod tests;

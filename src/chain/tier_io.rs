@@ -1,6 +1,7 @@
 //! Timed tier operations: every tier is measured alike, here rather than in each tier.
 //! A value read from a shared (remote) tier is served only if the daemon would have
-//! stored it (`storable.rs`); anything else is a miss, counted by reason.
+//! stored it (`storable.rs`, its verdicts memoised in `verdict_memo.rs`); anything else
+//! is a miss, counted by reason.
 
 use std::time::Instant;
 
@@ -8,7 +9,8 @@ use super::Chain;
 use super::call::{answer_tags, tags_of};
 use super::fence::Ticket;
 use super::filing::{Filing, file_local};
-use super::storable::{self, Verdict};
+use super::storable::Verdict;
+use super::verdict_memo;
 use crate::key::Key;
 use crate::metrics::{Metrics, TierOp, ValueRejection};
 use crate::names::TierKind;
@@ -24,7 +26,7 @@ impl Chain {
         record(&self.metrics, tier.kind(), TierOp::Get, started, &result);
         let found = result.ok().flatten()?;
         if !tier.is_local() {
-            let why = match storable::judge(&found.body, self.shape) {
+            let why = match verdict_memo::judge(key, &found.body, self.shape) {
                 Verdict::Store | Verdict::StoreFor(_) | Verdict::Blank => return Some(found),
                 // Another instance's negative entry, if this one would store it too.
                 Verdict::Empty if !self.policy.load().ttl.negative.is_zero() => {

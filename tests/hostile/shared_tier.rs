@@ -173,3 +173,65 @@ fn pairs_the_original_layout_confuses_never_share_an_answer() {
         "context:7d3cdfad59cc1144595ae297f6a5c951"
     );
 }
+
+/// With Redis the only tier every request judges what it read: a value another writer
+/// changes in place (same length, no longer JSON) under a key just served is refused,
+/// and a good value put back is served again. (Verdicts are kept per thread for the
+/// bytes they were given to, `chain/verdict_memo.rs`; this is what that must not break.)
+#[test]
+fn a_value_changed_under_a_served_key_is_judged_again() {
+    let redis = TestRedis::start();
+    let config = [
+        log_section("info"),
+        cache_section(300),
+        redis_tier(&redis.url(), 1_000, 300),
+        sample_origin(),
+    ]
+    .concat();
+    let daemon = Daemon::start(&config);
+    let connected = (0..100).any(|_| {
+        let up = get(daemon.port(), "/codette/cache/status")
+            .text()
+            .contains("\"connected\"");
+        if !up {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        up
+    });
+    assert!(connected, "the daemon never reached Redis");
+    let message = "changed under the key";
+    let key = key_of(message, None);
+    let good =
+        r#"{"snippets": [{"filename": "a.md", "snippet": "x"}], "file": null, "chat_history": []}"#;
+    let bad = format!("{}]", &good[..good.len() - 1]);
+    assert_eq!(bad.len(), good.len());
+    let good_json: serde_json::Value = serde_json::from_str(good).expect("JSON");
+
+    set_raw(&redis, &key, good.as_bytes());
+    for _ in 0..3 {
+        let hit = ask(&daemon, message);
+        assert_eq!(hit["cache"]["source"], "redis", "{hit}");
+        assert_eq!(hit["context"], good_json);
+    }
+    let before = metric(&daemon, "invalid");
+    set_raw(&redis, &key, bad.as_bytes());
+    let refused = ask(&daemon, message);
+    assert_eq!(refused["cache"]["source"], "origin", "{refused}");
+    assert_ne!(refused["context"], good_json);
+    assert_eq!(metric(&daemon, "invalid"), before + 1);
+
+    // The origin's answer reaches Redis after the reply: put the good value back after it.
+    let stored = (0..100).any(|_| {
+        let now = redis.cmd(&["GET", &key]);
+        let replaced = now != bad;
+        if !replaced {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        replaced
+    });
+    assert!(stored, "the origin's answer never reached Redis");
+    set_raw(&redis, &key, good.as_bytes());
+    let back = ask(&daemon, message);
+    assert_eq!(back["cache"]["source"], "redis", "{back}");
+    assert_eq!(back["context"], good_json);
+}
