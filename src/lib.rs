@@ -7,6 +7,7 @@
 //! - [`names`]: bounded names shared by plugins and metrics (a leaf).
 //! - [`secret`]: strings that never print, and URL redaction (a leaf).
 //! - [`figures`]: the rounding of every shown figure (a leaf).
+//! - [`pg_tls`]: TLS for PostgreSQL connections, as libpq's `sslmode` says (a leaf).
 //! - [`memo`]: the per-thread store of the request path's memos (a leaf).
 //! - [`app`]: wiring: config -> tiers, origin, chain, metrics, routes; the `run` seam.
 //! - [`server`]: the HTTP/1 accept loop (connection cap, header timeout, drain deadline).
@@ -43,6 +44,7 @@ pub mod metrics;
 pub mod names;
 pub mod notify;
 pub mod origins;
+pub mod pg_tls;
 pub mod proxy;
 pub mod secret;
 pub mod server;

@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use futures_util::stream::{FusedStream, Stream, StreamExt};
 use serde::{Deserialize, Serialize};
-use tokio_postgres::{AsyncMessage, NoTls, SimpleQueryMessage};
+use tokio_postgres::{AsyncMessage, SimpleQueryMessage};
+
+use crate::pg_tls::{self, PgConnect};
 
 use super::broadcast::now_ms;
 use super::change::purge_for;
@@ -55,9 +57,9 @@ impl Default for ListenConfig {
 impl ListenConfig {
     pub(crate) fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if let Err(e) = self.url.parse::<tokio_postgres::Config>() {
+        if let Err(e) = crate::pg_tls::connect_options(&self.url) {
             problems.push(format!(
-                "invalidation.postgres.url {:?} is not a PostgreSQL URL: {e} \
+                "invalidation.postgres.url {:?} is not a usable PostgreSQL URL: {e} \
                  (set it or CODETTE_CACHE_INVALIDATION__POSTGRES__URL)",
                 crate::secret::redact_url(&self.url)
             ));
@@ -75,6 +77,8 @@ impl ListenConfig {
 enum SessionError {
     #[error(transparent)]
     Postgres(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Settings(#[from] crate::pg_tls::PgTlsError),
     #[error("timed out")]
     Timeout,
     #[error("the connection closed")]
@@ -200,11 +204,14 @@ impl Listener {
         broadcast: Option<&Arc<Broadcast>>,
         first: bool,
     ) -> Result<(), SessionError> {
-        let mut options: tokio_postgres::Config = self.config.url.parse()?;
+        let PgConnect {
+            config: mut options,
+            tls,
+        } = pg_tls::connect_options(&self.config.url)?;
         if options.get_application_name().is_none() {
             options.application_name(&self.application_name);
         }
-        let connect = options.connect(NoTls);
+        let connect = options.connect(tls);
         let (client, mut connection) = tokio::time::timeout(CALL_TIMEOUT, connect)
             .await
             .map_err(|_| SessionError::Timeout)??;

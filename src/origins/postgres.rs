@@ -13,16 +13,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde::{Deserialize, Serialize};
-use tokio_postgres::NoTls;
 
 use super::supabase::{default_max_response_bytes, default_timeout_ms};
 use super::{ContextOrigin, ContextRequest, OriginError, is_plain_identifier};
+use crate::pg_tls::{self, PgConnect};
 
 /// `[origin] type = "postgres"`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresConfig {
-    /// `postgres://user:password@host:port/db` (no TLS: use it on a private network).
+    /// `postgres://user:password@host:port/db`; TLS as its `sslmode` says (`pg_tls.rs`).
     #[serde(default)]
     pub url: String,
     /// The SQL function, optionally schema-qualified.
@@ -56,9 +56,9 @@ fn default_pool_size() -> usize {
 impl PostgresConfig {
     pub(crate) fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if let Err(e) = self.url.parse::<tokio_postgres::Config>() {
+        if let Err(e) = crate::pg_tls::connect_options(&self.url) {
             problems.push(format!(
-                "url {:?} is not a PostgreSQL URL: {e}",
+                "url {:?} is not a usable PostgreSQL URL: {e}",
                 crate::secret::redact_url(&self.url)
             ));
         }
@@ -88,14 +88,15 @@ impl PostgresOrigin {
     /// [`OriginError::Database`] when the URL or pool settings are unusable.
     pub fn new(config: &PostgresConfig) -> Result<Self, OriginError> {
         let timeout = Duration::from_millis(config.timeout_ms);
-        let mut pg: tokio_postgres::Config = config
-            .url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| OriginError::Database(e.to_string()))?;
+        let PgConnect {
+            config: mut pg,
+            tls,
+        } = pg_tls::connect_options(&config.url)
+            .map_err(|e| OriginError::Database(e.to_string()))?;
         pg.connect_timeout(timeout);
         let manager = Manager::from_config(
             pg,
-            NoTls,
+            tls,
             ManagerConfig {
                 // Fast: checks the connection is not closed; a restart closes them all.
                 recycling_method: RecyclingMethod::Fast,

@@ -23,9 +23,9 @@
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
-use std::str::FromStr;
 use std::time::Duration;
 
+use crate::pg_tls::{self, PgConnect};
 use crate::proxy::Scope;
 pub use report::{IntrospectArgs, render, run};
 
@@ -139,15 +139,15 @@ pub async fn introspect(
     schemas: &[String],
 ) -> Result<Vec<FunctionFacts>, IntrospectError> {
     let shown = redact_url(url);
-    let mut config =
-        tokio_postgres::Config::from_str(url).map_err(|e| IntrospectError::BadUrl {
+    let PgConnect { mut config, tls } =
+        pg_tls::connect_options(url).map_err(|e| IntrospectError::BadUrl {
             url: shown.clone(),
             reason: describe(&e, url),
         })?;
     config.connect_timeout(TIMEOUT);
     config.application_name("codette-cache introspect");
     let timeout = || IntrospectError::Timeout { url: shown.clone() };
-    let (client, connection) = tokio::time::timeout(TIMEOUT, config.connect(tokio_postgres::NoTls))
+    let (client, connection) = tokio::time::timeout(TIMEOUT, config.connect(tls))
         .await
         .map_err(|_| timeout())?
         .map_err(|e| IntrospectError::Connect {
