@@ -15,7 +15,7 @@ pub mod redis_cluster;
 pub use config::*;
 pub use daemon::Daemon;
 pub use ports::free_port;
-pub use postgres::TestPostgres;
+pub use postgres::{TestPostgres, make_certificates};
 pub use postgrest::{API_KEY, Postgrest};
 pub use redis::TestRedis;
 pub use redis_cluster::TestCluster;

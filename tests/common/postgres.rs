@@ -25,11 +25,23 @@ pub struct TestPostgres {
     dir: TempDir,
     child: Option<Child>,
     paused: bool,
+    /// Serving TLS with a certificate of its own test CA (`start_tls`).
+    tls: bool,
 }
 
 impl TestPostgres {
     /// Copies the template cluster, starts postgres on a free port, loads the schema.
     pub fn start() -> TestPostgres {
+        Self::start_with(false)
+    }
+
+    /// As `start`, with `ssl = on`: the server's certificate names `localhost` and
+    /// `127.0.0.1` and is signed by a CA made for this instance ([`Self::root_cert`]).
+    pub fn start_tls() -> TestPostgres {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> TestPostgres {
         let template = template_dir();
         let dir = tempfile::Builder::new()
             .prefix("codette-pg-")
@@ -40,12 +52,16 @@ impl TestPostgres {
             .arg(template)
             .arg(dir.path().join("data")));
         std::fs::create_dir(dir.path().join("sock")).expect("mkdir sock");
+        if tls {
+            make_certificates(&dir.path().join("tls"));
+        }
         chown_to_postgres(dir.path());
         let mut pg = TestPostgres {
             port: free_port(),
             dir,
             child: None,
             paused: false,
+            tls,
         };
         pg.spawn();
         pg.psql(&["-1", "-f", "-"], Some(SCHEMA_SQL));
@@ -59,6 +75,11 @@ impl TestPostgres {
     /// `postgres://postgres@127.0.0.1:P/postgres`
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// The PEM file of the CA that signed a `start_tls` server's certificate.
+    pub fn root_cert(&self) -> PathBuf {
+        self.dir.path().join("tls/ca.pem")
     }
 
     /// The postmaster's pid while it runs.
@@ -125,8 +146,18 @@ impl TestPostgres {
             .arg(&sock)
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
             .args(["-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
-            .args(["-c", "shared_buffers=16MB", "-c", "max_connections=60"])
-            .current_dir(&data)
+            .args(["-c", "shared_buffers=16MB", "-c", "max_connections=60"]);
+        if self.tls {
+            let tls = self.dir.path().join("tls");
+            cmd.args(["-c", "ssl=on", "-c"])
+                .arg(format!(
+                    "ssl_cert_file={}",
+                    tls.join("server.pem").display()
+                ))
+                .arg("-c")
+                .arg(format!("ssl_key_file={}", tls.join("server.key").display()));
+        }
+        cmd.current_dir(&data)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
@@ -247,6 +278,72 @@ fn template_dir() -> &'static Path {
         assert!(template.join("PG_VERSION").is_file(), "template missing");
         template
     })
+}
+
+/// A CA (`ca.pem`) and a server certificate it signed (`server.pem`, `server.key`) for
+/// `localhost` and `127.0.0.1`, made with the `openssl` command.
+pub fn make_certificates(dir: &Path) {
+    std::fs::create_dir_all(dir).expect("mkdir tls");
+    let openssl = |args: &[&str]| run(Command::new("openssl").args(args).current_dir(dir));
+    let new_key = "ec_paramgen_curve:prime256v1";
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        new_key,
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=codette-cache test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        new_key,
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    let leaf = "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+                keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n";
+    std::fs::write(dir.join("leaf.ext"), leaf).expect("write leaf.ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
+    ]);
+    // PostgreSQL refuses a key others can read.
+    std::fs::set_permissions(
+        dir.join("server.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod server.key");
 }
 
 /// A command for `program` that runs as `postgres` when we are root.

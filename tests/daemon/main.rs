@@ -18,6 +18,7 @@ mod freshness;
 mod hot_set;
 mod lifecycle;
 mod origins;
+mod postgres_tls;
 mod redis_cluster;
 mod redis_tier;
 mod warming;
