@@ -6,7 +6,6 @@
 //! reach it.
 
 use serde_json::json;
-use subtle::ConstantTimeEq;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
@@ -65,7 +64,7 @@ fn authorised(state: Shared) -> impl Filter<Extract = (Shared,), Error = Rejecti
                 .and_then(|h| h.split_once(' '))
                 .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
                 .map_or("", |(_, token)| token);
-            if bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
+            if token.matches(given) {
                 Ok(state)
             } else {
                 Err(warp::reject::custom(ApiError::new(

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
-use subtle::ConstantTimeEq;
 use warp::http::{HeaderMap, HeaderName, header};
 
 use super::jwt::looks_like_jwt;
@@ -78,7 +77,8 @@ pub struct Proxy {
     upstream: String,
     verifier: Verifier,
     publishable: Vec<crate::secret::Secret>,
-    routes: HashMap<String, Route>,
+    /// Seeded foldhash: looked up with the caller's function name on every call.
+    routes: HashMap<String, Route, foldhash::fast::RandomState>,
     /// The series of everything not a listed function (`function="other"`).
     pub other: ProxyChildren,
     /// Tokens verified lately, so a client's every call does not redo the signature.
@@ -111,7 +111,7 @@ impl Proxy {
         metrics: &Metrics,
     ) -> Result<Self, ProxyError> {
         let timeout = Duration::from_millis(config.timeout_ms);
-        let mut routes = HashMap::new();
+        let mut routes = HashMap::with_hasher(foldhash::fast::RandomState::default());
         for f in &config.functions {
             let origin = UpstreamOrigin::new(upstream, timeout, max_response_bytes)?;
             let chain = main.sibling(
@@ -229,7 +229,7 @@ impl Proxy {
         }
         self.publishable
             .iter()
-            .any(|p| bool::from(p.expose().as_bytes().ct_eq(key.as_bytes())))
+            .any(|p| p.matches(key))
             .then(|| Arc::clone(&self.anon))
     }
 
@@ -243,7 +243,8 @@ impl Proxy {
                 return Some(v.identity);
             }
         }
-        let (identity, expires) = self.verifier.verify_until(token).await.ok()?;
+        // Boxed: a JWKS fetch is a large future, and a verified token rarely needs it.
+        let (identity, expires) = Box::pin(self.verifier.verify_until(token)).await.ok()?;
         let identity = Arc::new(identity);
         self.verified.insert(
             token.into(),
