@@ -201,7 +201,16 @@ fn parse<'s>(
         .find(|&i| rest.get(i + 1) == Some(&b'\n'))
         .ok_or(Malformed("no end of headers"))?;
     let head = std::str::from_utf8(&rest[..end]).map_err(|_| Malformed("head not UTF-8"))?;
-    let mut lines = head.split('\n');
+    // Split with memchr: `str::split` and `split_once` build a searcher per call, which
+    // was most of a replay on every proxied hit. Slicing at ASCII bytes keeps UTF-8.
+    let mut start = 0;
+    let mut lines = memchr::memchr_iter(b'\n', head.as_bytes())
+        .chain(std::iter::once(head.len()))
+        .map(|end| {
+            let line = &head[start..end];
+            start = end + 1;
+            line
+        });
     let status: u16 = lines
         .next()
         .and_then(|s| s.parse().ok())
@@ -209,9 +218,8 @@ fn parse<'s>(
         .ok_or(Malformed("bad status"))?;
     for line in lines {
         // Names hold no `:`, so the first one must be the `: ` encode wrote.
-        let (name, value) = line
-            .split_once(':')
-            .and_then(|(name, value)| Some((name, value.strip_prefix(' ')?)))
+        let (name, value) = memchr::memchr(b':', line.as_bytes())
+            .and_then(|i| Some((&line[..i], line[i + 1..].strip_prefix(' ')?)))
             .ok_or(Malformed("bad header line"))?;
         let name = KEPT
             .iter()

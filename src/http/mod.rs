@@ -10,6 +10,7 @@ mod context;
 mod dashboards;
 mod health;
 mod live;
+mod numbered;
 mod passthrough;
 mod proxy;
 mod query_memo;

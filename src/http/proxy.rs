@@ -4,16 +4,19 @@
 //! carry `Age` and `Cache-Status` (RFC 9211). An answer that may not be stored is
 //! never handed to a request that joined its single flight: that request asks for
 //! itself (its caller may see something else, e.g. its own `Set-Cookie`).
+//!
+//! The forwarding futures (reqwest's, several KB) are boxed where they are awaited:
+//! the service boxes this whole future per request, and a hit should not copy them.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use warp::http::{
     HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header,
 };
 
-use super::{ApiError, Reply, Shared, passthrough, warp_body};
+use super::{ApiError, Reply, Shared, numbered, passthrough, warp_body};
 use crate::chain::storable::{self, Verdict};
 use crate::chain::{Answer, Failure, Shape};
 use crate::envelope;
@@ -42,12 +45,24 @@ where
 {
     if request.uri().path().starts_with(passthrough::REALTIME) {
         let reply = passthrough::realtime();
-        return finish(&proxy.other, ProxyResult::Error, started, reply, None);
+        return finish(
+            &proxy.other,
+            ProxyResult::Error,
+            started.elapsed(),
+            reply,
+            None,
+        );
     }
     let function = request.uri().path().strip_prefix(RPC).unwrap_or("");
     let Some((name, route)) = proxy.route_entry(function) else {
-        let reply = passthrough::forward(&proxy, request).await;
-        return finish(&proxy.other, ProxyResult::Passthrough, started, reply, None);
+        let reply = Box::pin(passthrough::forward(&proxy, request)).await;
+        return finish(
+            &proxy.other,
+            ProxyResult::Passthrough,
+            started.elapsed(),
+            reply,
+            None,
+        );
     };
     let method = request.method().clone();
     let scope = match route.resolved() {
@@ -58,15 +73,24 @@ where
         {
             scope
         }
-        _ => return bypassed(route, started, passthrough::forward(&proxy, request).await),
+        _ => {
+            let reply = Box::pin(passthrough::forward(&proxy, request)).await;
+            return bypassed(route, started, reply);
+        }
     };
     let (mut parts, body) = request.into_parts();
     let body = if method == Method::POST {
-        match super::body::read_all(&state, body).await {
+        match Box::pin(super::body::read_all(&state, body)).await {
             Ok(body) => body,
             Err(e) => {
                 let reply = e.reply().map(warp_body);
-                return finish(&route.metrics, ProxyResult::Error, started, reply, None);
+                return finish(
+                    &route.metrics,
+                    ProxyResult::Error,
+                    started.elapsed(),
+                    reply,
+                    None,
+                );
             }
         }
     } else {
@@ -75,7 +99,14 @@ where
     let path_and_query = parts.uri.path_and_query().map_or(RPC, |p| p.as_str());
     let forward = async |headers: &HeaderMap| {
         let body = reqwest::Body::from(body.clone());
-        passthrough::send(&proxy, &method, path_and_query, headers, body).await
+        Box::pin(passthrough::send(
+            &proxy,
+            &method,
+            path_and_query,
+            headers,
+            body,
+        ))
+        .await
     };
     let Some(identity) = proxy.identify(&parts.headers).await else {
         return bypassed(route, started, forward(&parts.headers).await);
@@ -134,15 +165,18 @@ where
             } else {
                 ProxyResult::Miss
             };
-            chain.record_request(Some(answer.source), started.elapsed());
+            // One clock read for both records.
+            let took = started.elapsed();
+            chain.record_request(Some(answer.source), took);
             let reply = render(&answer, shape, kept);
-            finish(&route.metrics, result, started, reply, None)
+            finish(&route.metrics, result, took, reply, None)
         }
         Err(Failure { key, error }) => {
             tracing::debug!(key = key.as_str(), %error, "proxied call failed");
-            chain.record_request(None, started.elapsed());
+            let took = started.elapsed();
+            chain.record_request(None, took);
             let reply = ApiError::origin(&error).reply().map(warp_body);
-            finish(&route.metrics, ProxyResult::Error, started, reply, None)
+            finish(&route.metrics, ProxyResult::Error, took, reply, None)
         }
     }
 }
@@ -152,7 +186,7 @@ fn bypassed(route: &Route, started: Instant, reply: Reply) -> Reply {
     finish(
         &route.metrics,
         ProxyResult::Bypass,
-        started,
+        started.elapsed(),
         reply,
         Some("codette-cache; fwd=bypass"),
     )
@@ -193,18 +227,25 @@ fn render(answer: &Answer, shape: Shape, kept: bool) -> Reply {
         }
     };
     let out = response.headers_mut();
-    out.insert(header::AGE, HeaderValue::from(answer.age.as_secs()));
+    out.insert(header::AGE, numbered::age(answer.age.as_secs()));
     out.insert(CACHE_STATUS, cache_status(answer, kept));
     response
 }
 
 /// RFC 9211's `Cache-Status` of an answer through the cache.
 fn cache_status(answer: &Answer, kept: bool) -> HeaderValue {
+    let left = answer
+        .ttl
+        .map(|ttl| ttl.as_secs() as i64 - answer.age.as_secs() as i64);
+    if let (true, false, Some(left)) = (answer.source.is_hit(), answer.coalesced, left) {
+        if let Some(value) = numbered::hit_ttl(left) {
+            return value;
+        }
+    }
     let mut text = String::with_capacity(48);
     text.push_str("codette-cache; ");
-    match (answer.source.is_hit(), answer.ttl) {
-        (true, Some(ttl)) => {
-            let left = ttl.as_secs() as i64 - answer.age.as_secs() as i64;
+    match (answer.source.is_hit(), left) {
+        (true, Some(left)) => {
             // itoa, not `write!`: the formatting machinery was 1.3 % of a proxied hit.
             text.push_str("hit; ttl=");
             text.push_str(itoa::Buffer::new().format(left));
@@ -224,11 +265,12 @@ fn cache_status(answer: &Answer, kept: bool) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("codette-cache"))
 }
 
-/// Records the request and adds `Cache-Status` for what did not use the cache.
+/// Records the request (it took `took`) and adds `Cache-Status` for what did not use
+/// the cache.
 fn finish(
     series: &ProxyChildren,
     result: ProxyResult,
-    started: Instant,
+    took: Duration,
     mut reply: Reply,
     status: Option<&'static str>,
 ) -> Reply {
@@ -237,6 +279,6 @@ fn finish(
             .headers_mut()
             .append(CACHE_STATUS, HeaderValue::from_static(status));
     }
-    series.record(result, started.elapsed());
+    series.record(result, took);
     reply
 }

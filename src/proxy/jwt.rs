@@ -156,18 +156,21 @@ pub fn looks_like_jwt(s: &str) -> bool {
         p.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
-    let mut parts = s.split('.');
-    let (Some(h), Some(p), Some(sig), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    if s.len() > MAX_TOKEN_BYTES {
+        return false;
+    }
+    // A plain count, not `split('.')` (a searcher built per call): this runs on every
+    // publishable key too, and those have no dot.
+    if s.bytes().filter(|&b| b == b'.').count() != 2 {
+        return false;
+    }
+    let Some((h, rest)) = s.split_once('.') else {
         return false;
     };
-    s.len() <= MAX_TOKEN_BYTES
-        && !h.is_empty()
-        && !p.is_empty()
-        && b64url(h)
-        && b64url(p)
-        && b64url(sig)
+    let Some((p, sig)) = rest.split_once('.') else {
+        return false;
+    };
+    !h.is_empty() && !p.is_empty() && b64url(h) && b64url(p) && b64url(sig)
 }
 
 /// The header fields we look at, read before any library call so `none` and unknown
