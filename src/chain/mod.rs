@@ -270,15 +270,21 @@ impl Chain {
     /// [`Failure`] when the origin fails and no stale entry may stand in.
     pub async fn lookup(&self, request: Arc<ContextRequest>) -> Result<Answer, Failure> {
         let key = self.key_for(&request.message, request.filename.as_deref());
-        self.serve(key, Asked::Context(request)).await
+        self.serve(key, || Asked::Context(request)).await
     }
 
-    /// Answers what `key` names; a miss asks the origin `request`. The caller derived
-    /// the key from everything the answer depends on.
+    /// Answers what `key` names; a miss asks the origin what `request` makes. The caller
+    /// derived the key from everything the answer depends on. `request` is called only
+    /// when the origin may be asked or a tier filled: a hit in the first tier, the usual
+    /// answer, never makes it (for a proxied call it was an allocation and a copy).
     ///
     /// # Errors
     /// [`Failure`] when the origin fails and no stale entry may stand in.
-    pub async fn serve(&self, key: Key, request: Asked) -> Result<Answer, Failure> {
+    pub async fn serve(
+        &self,
+        key: Key,
+        request: impl FnOnce() -> Asked,
+    ) -> Result<Answer, Failure> {
         let policy = self.policy.load();
         let mut stale: Option<(TierKind, Found)> = None;
         // Before any read: a store of what it finds must not outlive a purge after it.
@@ -289,19 +295,22 @@ impl Chain {
                 continue;
             };
             if found.age < found.ttl {
-                if i > 0 {
-                    self.backfill(i, &key, &found, ticket, &request);
-                }
-                if policy.refresh_ahead > 0.0
-                    && found.age >= found.ttl.mul_f64(policy.refresh_ahead)
-                {
-                    self.refresh(&key, ticket, request, &found, Refresh::Ahead);
+                let ahead = policy.refresh_ahead > 0.0
+                    && found.age >= found.ttl.mul_f64(policy.refresh_ahead);
+                if i > 0 || ahead {
+                    let request = request();
+                    if i > 0 {
+                        self.backfill(i, &key, &found, ticket, &request);
+                    }
+                    if ahead {
+                        self.refresh(&key, ticket, request, &found, Refresh::Ahead);
+                    }
                 }
                 return Ok(self.answer(key, Source::Tier(tier.kind()), found, &policy));
             }
             let past = found.age - found.ttl;
             if past < policy.stale_while_revalidate {
-                self.refresh(&key, ticket, request, &found, Refresh::Revalidate);
+                self.refresh(&key, ticket, request(), &found, Refresh::Revalidate);
                 return Ok(self.answer(key, Source::Stale(tier.kind()), found, &policy));
             }
             if past < policy.stale_if_error && stale.is_none() {
@@ -309,6 +318,7 @@ impl Chain {
             }
         }
 
+        let request = request();
         if let (false, Asked::Context(context)) = (policy.normalize, &request) {
             self.variants.observe(&context.message);
         }

@@ -137,7 +137,7 @@ pub async fn serve(
     if let Some(hot) = &state.hot {
         hot.saw(&request);
     }
-    match state.chain.serve(key, Asked::Context(request)).await {
+    match state.chain.serve(key, || Asked::Context(request)).await {
         Ok(answer) => {
             let response = render(&answer);
             state

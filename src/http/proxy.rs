@@ -78,7 +78,7 @@ where
             return bypassed(route, started, reply);
         }
     };
-    let (mut parts, body) = request.into_parts();
+    let (parts, body) = request.into_parts();
     let body = if method == Method::POST {
         match Box::pin(super::body::read_all(&state, body)).await {
             Ok(body) => body,
@@ -120,26 +120,27 @@ where
     };
     let original = proxy.original.as_ref();
     let limit = original.map(|_| state.config.load().server.max_message_bytes);
-    let (served, chain, asked) = match plan_memo::plan(&call, scope, &identity, limit) {
+    let (served, chain) = match plan_memo::plan(&call, scope, &identity, limit) {
         Plan::Original(plain) => {
             if let Some(hot) = &state.hot {
                 hot.saw(&plain.request);
             }
             let main = original.unwrap_or(&route.chain);
-            let asked = Asked::Context(Arc::clone(&plain.request));
-            (main.serve(plain.key_in(main), asked).await, main, None)
+            let asked = || Asked::Context(Arc::clone(&plain.request));
+            (main.serve(plain.key_in(main), asked).await, main)
         }
         Plan::Cached(key) => {
-            // The headers move into the call: only a miss sends them on.
-            let rpc = Arc::new(RpcCall {
-                function: Arc::clone(&route.name),
-                post: method == Method::POST,
-                target: parts.uri.path_and_query().cloned(),
-                headers: std::mem::take(&mut parts.headers),
-                body: body.clone(),
-            });
-            let served = route.chain.serve(key, Asked::Rpc(Arc::clone(&rpc))).await;
-            (served, &route.chain, Some(rpc))
+            // Made only when the chain needs it (a miss, a refresh): a hit sends nothing on.
+            let asked = || {
+                Asked::Rpc(Arc::new(RpcCall {
+                    function: Arc::clone(&route.name),
+                    post: method == Method::POST,
+                    target: parts.uri.path_and_query().cloned(),
+                    headers: parts.headers.clone(),
+                    body: body.clone(),
+                }))
+            };
+            (route.chain.serve(key, asked).await, &route.chain)
         }
         Plan::Bypass(why) => {
             tracing::debug!(function = name, why, "proxy: forwarded without the cache");
@@ -157,8 +158,7 @@ where
                     Verdict::Keep | Verdict::Invalid | Verdict::Empty
                 );
             if answer.coalesced && !kept {
-                let headers = asked.as_ref().map_or(&parts.headers, |rpc| &rpc.headers);
-                return bypassed(route, started, forward(headers).await);
+                return bypassed(route, started, forward(&parts.headers).await);
             }
             let result = if hit {
                 ProxyResult::Hit
