@@ -11,11 +11,13 @@ pub mod postgrest;
 pub mod process;
 pub mod redis;
 pub mod redis_cluster;
+pub mod tls;
 
 pub use config::*;
 pub use daemon::Daemon;
 pub use ports::free_port;
-pub use postgres::{TestPostgres, make_certificates};
+pub use postgres::TestPostgres;
 pub use postgrest::{API_KEY, Postgrest};
 pub use redis::TestRedis;
 pub use redis_cluster::TestCluster;
+pub use tls::make_certificates;

@@ -15,6 +15,7 @@ use super::ports::free_port;
 use super::process::{
     descendants, is_root, log_stdio, read_log, send_signal, terminate, wait_until,
 };
+use super::tls::make_certificates;
 
 /// The schema and seed data every instance starts with.
 pub const SCHEMA_SQL: &str = include_str!("../sql/schema.sql");
@@ -278,72 +279,6 @@ fn template_dir() -> &'static Path {
         assert!(template.join("PG_VERSION").is_file(), "template missing");
         template
     })
-}
-
-/// A CA (`ca.pem`) and a server certificate it signed (`server.pem`, `server.key`) for
-/// `localhost` and `127.0.0.1`, made with the `openssl` command.
-pub fn make_certificates(dir: &Path) {
-    std::fs::create_dir_all(dir).expect("mkdir tls");
-    let openssl = |args: &[&str]| run(Command::new("openssl").args(args).current_dir(dir));
-    let new_key = "ec_paramgen_curve:prime256v1";
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        new_key,
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=codette-cache test CA",
-    ]);
-    openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        new_key,
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    let leaf = "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-                keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n";
-    std::fs::write(dir.join("leaf.ext"), leaf).expect("write leaf.ext");
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "leaf.ext",
-    ]);
-    // PostgreSQL refuses a key others can read.
-    std::fs::set_permissions(
-        dir.join("server.key"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .expect("chmod server.key");
 }
 
 /// A command for `program` that runs as `postgres` when we are root.
