@@ -82,7 +82,8 @@ pub struct Proxy {
     /// The series of everything not a listed function (`function="other"`).
     pub other: ProxyChildren,
     /// Tokens verified lately, so a client's every call does not redo the signature.
-    verified: moka::sync::Cache<Box<str>, Verified>,
+    /// Seeded foldhash, not SipHash: a token is a few hundred bytes, hashed per call.
+    verified: moka::sync::Cache<Box<str>, Verified, foldhash::fast::RandomState>,
     /// A caller with a publishable key.
     anon: Arc<Identity>,
     /// The `/codette/context` chain, for plain calls of the original function, when it
@@ -149,7 +150,7 @@ impl Proxy {
             verified: moka::sync::Cache::builder()
                 .max_capacity(VERIFIED_TOKENS)
                 .time_to_live(VERIFIED_FOR)
-                .build(),
+                .build_with_hasher(foldhash::fast::RandomState::default()),
             original: aliased.then(|| Arc::clone(main)),
             client: reqwest::Client::builder()
                 .connect_timeout(timeout)
