@@ -80,7 +80,7 @@ where
     };
     let (parts, body) = request.into_parts();
     let body = if method == Method::POST {
-        match Box::pin(super::body::read_all(&state, body)).await {
+        match super::body::read_all(&state, body).await {
             Ok(body) => body,
             Err(e) => {
                 let reply = e.reply().map(warp_body);

@@ -12,8 +12,10 @@
 //! behind every task ready now and the I/O driver's next poll; the second also puts it
 //! behind the connections that poll woke, so their reads join the batch too (measured,
 //! pinned, against one yield: 1.05-1.11x the Redis hits at 32 connections, 1.02-1.05x
-//! at 256; one client alone sees no added latency: p50 0.12-0.13 ms either way). A flush is its own task: a reader that gives up (its
-//! timeout, its client gone) never strands the others. Each read still has the
+//! at 256; one client alone sees no added latency: p50 0.12-0.13 ms either way).
+//!
+//! A flush is its own task: a reader that gives up (its timeout, its client gone) never
+//! strands the others. Each read still has the
 //! circuit's timeout around it (`redis_link.rs`), and a reply error for one key is that
 //! key's alone (`ignore_errors`).
 
@@ -94,7 +96,8 @@ pub fn read_commands(pipe: &mut redis::Pipeline, key: &str, limit: usize) {
     pipe.add_command(pttl).add_command(range);
 }
 
-/// Sends what is queued once the tasks ready now have queued their reads.
+/// Sends what is queued once the tasks ready now, and those the next poll wakes, have
+/// queued their reads.
 async fn flush<C: ConnectionLike>(mut conn: C, queue: Arc<Mutex<Vec<Waiting>>>, limit: usize) {
     tokio::task::yield_now().await;
     tokio::task::yield_now().await;

@@ -107,8 +107,10 @@ fn unusable_redis_values_are_misses() {
         // The shared tier is written after the answer is sent (chain/call.rs).
         let stored = || redis.cmd(&["GET", &key_of(message, None)]);
         let replaced = wait_until(Duration::from_secs(5), || {
-            serde_json::from_str::<serde_json::Value>(&stored()).ok()
-                == Some(first["context"].clone())
+            serde_json::from_str::<serde_json::Value>(&stored())
+                .ok()
+                .as_ref()
+                == Some(&first["context"])
         });
         assert!(replaced, "{message}: Redis holds {}", stored());
     }
@@ -192,14 +194,10 @@ fn a_value_changed_under_a_served_key_is_judged_again() {
     ]
     .concat();
     let daemon = Daemon::start(&config);
-    let connected = (0..100).any(|_| {
-        let up = get(daemon.port(), "/codette/cache/status")
+    let connected = wait_until(Duration::from_secs(5), || {
+        get(daemon.port(), "/codette/cache/status")
             .text()
-            .contains("\"connected\"");
-        if !up {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        up
+            .contains("\"connected\"")
     });
     assert!(connected, "the daemon never reached Redis");
     let message = "changed under the key";
@@ -224,14 +222,7 @@ fn a_value_changed_under_a_served_key_is_judged_again() {
     assert_eq!(metric(&daemon, "invalid"), before + 1);
 
     // The origin's answer reaches Redis after the reply: put the good value back after it.
-    let stored = (0..100).any(|_| {
-        let now = redis.cmd(&["GET", &key]);
-        let replaced = now != bad;
-        if !replaced {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        replaced
-    });
+    let stored = wait_until(Duration::from_secs(2), || redis.cmd(&["GET", &key]) != bad);
     assert!(stored, "the origin's answer never reached Redis");
     set_raw(&redis, &key, good.as_bytes());
     let back = ask(&daemon, message);
