@@ -95,7 +95,7 @@ impl RedisTier {
             .boxed()
         });
         Ok(Self {
-            batch: Batch::new(conn.clone(), ctx.max_value_bytes),
+            batch: Batch::new(conn.clone(), ctx.max_value_bytes, timeout),
             link: Link::new(conn, TierKind::Redis, timeout, ctx, ping),
         })
     }

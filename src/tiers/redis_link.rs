@@ -16,7 +16,7 @@ use futures_util::future::BoxFuture;
 use redis::aio::ConnectionLike;
 use tokio::sync::Notify;
 
-use super::redis_batch::{Batch, read_commands};
+use super::redis_batch::{Batch, Failed, read_commands};
 use super::{BuildContext, Entry, Found, Health, TierError, TierKind};
 use crate::key::Key;
 use crate::metrics::Metrics;
@@ -161,39 +161,54 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> Link<C> {
         self.guard(run(&mut conn)).await
     }
 
-    /// [`Link::call`] for an operation that brings its own connection (a batched read).
+    /// Runs `operation` under the outer timeout, if the circuit is closed.
     async fn guard<T>(
         &self,
         operation: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, TierError> {
-        let tier = self.name();
-        if !self.is_up() {
-            return Err(TierError::Unavailable { tier });
+        self.admit()?;
+        match tokio::time::timeout(self.timeout, operation).await {
+            Ok(answer) => self.settle(answer.map_err(Failed::Redis)),
+            Err(_) => self.settle(Err(Failed::TimedOut)),
         }
-        let result = match tokio::time::timeout(self.timeout, operation).await {
-            Ok(Ok(value)) => return Ok(value),
-            Ok(Err(e)) if !is_link_error(&e) => {
+    }
+
+    /// `Unavailable` while the circuit is open: requests skip the tier at no cost.
+    fn admit(&self) -> Result<(), TierError> {
+        if self.is_up() {
+            Ok(())
+        } else {
+            Err(TierError::Unavailable { tier: self.name() })
+        }
+    }
+
+    /// An operation's outcome as the tier's; a failure of the link opens the circuit.
+    fn settle<T>(&self, outcome: Result<T, Failed>) -> Result<T, TierError> {
+        let tier = self.name();
+        let error = match outcome {
+            Ok(value) => return Ok(value),
+            Err(Failed::Redis(e)) if !is_link_error(&e) => {
                 // Redis answered with an error: the link is fine.
                 return Err(TierError::Backend {
                     tier,
                     message: e.to_string(),
                 });
             }
-            Ok(Err(e)) => TierError::Backend {
+            Err(Failed::Redis(e)) => TierError::Backend {
                 tier,
                 message: e.to_string(),
             },
-            Err(_) => TierError::Timeout {
+            Err(Failed::TimedOut) => TierError::Timeout {
                 tier,
                 after: self.timeout,
             },
         };
         if self.state.up.swap(false, Ordering::Relaxed) {
             self.metrics.set_tier_up(self.kind, false);
-            tracing::warn!(tier, error = %result, "tier down; requests skip it until it answers");
+            tracing::warn!(tier, error = %error, "tier down; requests skip it until it answers");
         }
         self.state.wake.notify_one();
-        Err(result)
+        Err(error)
     }
 
     /// Reads one value: at most `max_value_bytes + 1` bytes of it (GETRANGE), so a huge
@@ -210,13 +225,15 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> Link<C> {
         self.found(reply)
     }
 
-    /// [`Link::read`] through `batch`: sent with the other reads of the moment.
+    /// [`Link::read`] through `batch`: sent with the other reads of the moment, under
+    /// the batch's timeout.
     pub async fn read_batched(
         &self,
         key: &Key,
         batch: &Batch<C>,
     ) -> Result<Option<Found>, TierError> {
-        let reply = self.guard(batch.read(key)).await?;
+        self.admit()?;
+        let reply = self.settle(batch.read(key).await)?;
         self.found(reply)
     }
 
