@@ -7,7 +7,8 @@
 //! - [`names`]: bounded names shared by plugins and metrics (a leaf).
 //! - [`secret`]: strings that never print, and URL redaction (a leaf).
 //! - [`figures`]: the rounding of every shown figure (a leaf).
-//! - [`pg_tls`]: TLS for PostgreSQL connections, as libpq's `sslmode` says (a leaf).
+//! - [`pg_tls`]: TLS for PostgreSQL connections, as libpq's `sslmode` says; it reads
+//!   key=value strings with [`pg_conninfo`] (a leaf).
 //! - [`memo`]: the per-thread store of the request path's memos (a leaf).
 //! - [`app`]: wiring: config -> tiers, origin, chain, metrics, routes; the `run` seam.
 //! - [`server`]: the HTTP/1 accept loop (connection cap, header timeout, drain deadline).
@@ -44,6 +45,7 @@ pub mod metrics;
 pub mod names;
 pub mod notify;
 pub mod origins;
+pub mod pg_conninfo;
 pub mod pg_tls;
 pub mod proxy;
 pub mod secret;

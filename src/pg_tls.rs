@@ -47,8 +47,6 @@ pub enum PgTlsError {
     Mode(String),
     #[error("{0} is not UTF-8 once percent-decoded")]
     Encoding(&'static str),
-    #[error("{0} must be written without quotes in a key=value connection string")]
-    Quoted(&'static str),
     #[error("sslrootcert {path:?}: {reason}")]
     RootCert { path: String, reason: String },
     #[error("no trusted roots for sslmode={mode}: the system store is empty; give sslrootcert")]
@@ -119,24 +117,28 @@ fn take_tls_options(url: &str) -> Result<(String, Option<String>, Option<String>
         };
         return Ok((rest, mode, root));
     }
-    let mut kept = Vec::new();
-    for token in url.split_whitespace() {
-        let (name, value) = token.split_once('=').unwrap_or((token, ""));
-        let name = name.trim();
-        let slot = match name {
+    // A string tokio-postgres cannot parse goes on whole: it says where it is wrong.
+    let Some(pairs) = crate::pg_conninfo::pairs(url) else {
+        return Ok((url.to_owned(), None, None));
+    };
+    // The rest byte for byte; a pair taken out takes the blanks before it along.
+    let mut rest = String::with_capacity(url.len());
+    let (mut kept_to, mut previous_end) = (0, 0);
+    for pair in pairs {
+        let slot = match pair.key {
             "sslmode" => &mut mode,
             "sslrootcert" => &mut root,
             _ => {
-                kept.push(token);
+                previous_end = pair.span.end;
                 continue;
             }
         };
-        if value.starts_with('\'') {
-            return Err(PgTlsError::Quoted(static_name(name)));
-        }
-        *slot = Some(value.to_owned());
+        rest.push_str(&url[kept_to..previous_end]);
+        (kept_to, previous_end) = (pair.span.end, pair.span.end);
+        *slot = Some(pair.value);
     }
-    Ok((kept.join(" "), mode, root))
+    rest.push_str(&url[kept_to..]);
+    Ok((rest, mode, root))
 }
 
 /// The option an error names.
@@ -342,10 +344,15 @@ mod tests {
                 Some("/ca.pem".into())
             )
         );
-        assert!(matches!(
-            take_tls_options("host=h sslrootcert='/a b.pem'"),
-            Err(PgTlsError::Quoted("sslrootcert"))
-        ));
+        // libpq's spelling: blanks around `=`, quotes, escapes; the rest kept as written.
+        assert_eq!(
+            split("sslmode = verify-full  password='a  b' sslrootcert='/a b.pem' port=1"),
+            (
+                "  password='a  b' port=1".into(),
+                Some("verify-full".into()),
+                Some("/a b.pem".into())
+            )
+        );
     }
 
     /// Each mode gives tokio-postgres the mode it knows; unknown modes and unreadable

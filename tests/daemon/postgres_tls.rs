@@ -39,7 +39,8 @@ fn origin_daemon(url: &str) -> Daemon {
 
 /// Each mode connects the origin's pool as libpq would: encrypted and verified
 /// (`verify-full` with the test CA, by name or by address), encrypted unverified
-/// (`require`, and the default `prefer` when the server offers TLS), or plain.
+/// (`require`, and the default `prefer` when the server offers TLS), or plain; in the
+/// URL form and in the key=value form.
 #[test]
 fn the_origin_connects_as_sslmode_says() {
     run(async {
@@ -74,6 +75,18 @@ fn the_origin_connects_as_sslmode_says() {
             assert_eq!(answer.source(), "origin", "{name}: {answer:?}");
             assert_eq!(sessions_use_tls(&pg, name), Some(tls), "{name}");
         }
+        // The key=value form as libpq spells it too: blanks around `=`, a quoted path.
+        let name = "key_value";
+        let kv = format!(
+            "host=localhost port={} user=postgres dbname=postgres application_name={name} \
+             sslmode = verify-full sslrootcert='{}'",
+            pg.port(),
+            pg.root_cert().display()
+        );
+        let d = origin_daemon(&kv);
+        let answer = ask_ok(&d, &format!("{REVERB} key value")).await;
+        assert_eq!(answer.source(), "origin", "{name}: {answer:?}");
+        assert_eq!(sessions_use_tls(&pg, name), Some(true), "{name}");
     });
 }
 
