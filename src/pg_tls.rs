@@ -156,7 +156,10 @@ fn client_config(check: Check, root: Option<&str>) -> Result<rustls::ClientConfi
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()?;
     let verifier: Arc<dyn ServerCertVerifier> = match check {
-        Check::None => Arc::new(Unchecked(algorithms)),
+        Check::None => Arc::new(Partial {
+            chain: None,
+            algorithms,
+        }),
         Check::Chain | Check::ChainAndName => {
             let roots = roots(root, check)?;
             let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
@@ -166,7 +169,10 @@ fn client_config(check: Check, root: Option<&str>) -> Result<rustls::ClientConfi
                     reason: e.to_string(),
                 })?;
             if check == Check::Chain {
-                Arc::new(ChainOnly(webpki))
+                Arc::new(Partial {
+                    chain: Some(webpki),
+                    algorithms,
+                })
             } else {
                 webpki
             }
@@ -214,56 +220,25 @@ fn roots(path: Option<&str>, check: Check) -> Result<RootCertStore, PgTlsError> 
     Ok(store)
 }
 
-/// `sslmode=prefer|require` without roots: encrypted, the certificate not checked (as
-/// libpq); the handshake's signature still is, so the key is the certificate's.
-struct Unchecked(WebPkiSupportedAlgorithms);
+/// The checks rustls's own verifier (used as it is for `verify-full`) does not offer:
+/// none of the certificate (`prefer` or `require` without roots, as libpq), or its chain
+/// without its names (`verify-ca`). The handshake's signature is always checked, so the
+/// key is the certificate's.
+struct Partial {
+    /// The chain check of `verify-ca`; `None` checks no certificate.
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
 
-impl fmt::Debug for Unchecked {
+impl fmt::Debug for Partial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Unchecked")
+        f.debug_struct("Partial")
+            .field("chain", &self.chain.is_some())
+            .finish_non_exhaustive()
     }
 }
 
-impl ServerCertVerifier for Unchecked {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
-    }
-}
-
-/// `sslmode=verify-ca`: the chain must lead to a root; the host name is not compared.
-#[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Partial {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -272,10 +247,10 @@ impl ServerCertVerifier for ChainOnly {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -289,7 +264,7 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -298,11 +273,11 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 
