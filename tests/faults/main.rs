@@ -108,11 +108,20 @@ fn grace_section(secs: u64) -> String {
 
 /// Memory (its own TTL) then Redis (timeout 50 ms) in front of the sample origin.
 fn memory_redis_sample(redis_url: &str, memory_ttl_secs: u64) -> String {
+    memory_redis_sample_within(redis_url, memory_ttl_secs, 50)
+}
+
+/// [`memory_redis_sample`] with the Redis tier's timeout `redis_timeout_ms`.
+fn memory_redis_sample_within(
+    redis_url: &str,
+    memory_ttl_secs: u64,
+    redis_timeout_ms: u64,
+) -> String {
     [
         log_section("info"),
         cache_section(300),
         memory_tier(10_000, 64 * MIB, memory_ttl_secs),
-        redis_tier(redis_url, 50, 300),
+        redis_tier(redis_url, redis_timeout_ms, 300),
         sample_origin(),
     ]
     .concat()

@@ -7,7 +7,7 @@ use crate::common::{Daemon, TestRedis};
 use crate::daemon_side::{
     first_redis_hit, num, reaches_redis, redis_state, seed_redis, stats, wait_redis,
 };
-use crate::{CONTEXT, memory_redis_sample, ms, poll, shared};
+use crate::{CONTEXT, memory_redis_sample, memory_redis_sample_within, ms, poll, shared};
 
 // ---------------------------------------------------------------------------------------
 // 1. Redis stopped under load
@@ -202,8 +202,12 @@ fn redis_password_right_and_wrong() {
     shared(async {
         let redis = TestRedis::start_with_password("s3cret-pass");
         let url = |pw: &str| format!("redis://:{pw}@127.0.0.1:{}/0", redis.port());
-        let good = Daemon::start(&memory_redis_sample(&url("s3cret-pass"), 300));
-        let bad = Daemon::start(&memory_redis_sample(&url("wrong-pass"), 300));
+        // A 1 s Redis timeout: this test is about credentials. With the default 50 ms,
+        // a call slowed by the other tests' load opened the circuit, and the write the
+        // test waits for was skipped (seen once in CI).
+        let config = |url: &str| memory_redis_sample_within(url, 300, 1_000);
+        let good = Daemon::start(&config(&url("s3cret-pass")));
+        let bad = Daemon::start(&config(&url("wrong-pass")));
         let bad_started = Instant::now();
         wait_redis(&good, "connected", Duration::from_secs(5))
             .await
@@ -255,7 +259,7 @@ fn redis_password_right_and_wrong() {
         ];
         assert_eq!(redis.cmd(&acl), "OK");
         let user_url = format!("redis://codette:user-pass@127.0.0.1:{}/0", redis.port());
-        let user = Daemon::start(&memory_redis_sample(&user_url, 300));
+        let user = Daemon::start(&config(&user_url));
         wait_redis(&user, "connected", Duration::from_secs(5))
             .await
             .expect("the ACL user never connected");
