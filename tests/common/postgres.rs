@@ -13,7 +13,7 @@ use tempfile::TempDir;
 
 use super::ports::free_port;
 use super::process::{
-    descendants, is_root, log_stdio, read_log, send_signal, terminate, wait_until,
+    descendants, is_root, log_stdio, read_log, run_ok, send_signal, terminate, wait_until,
 };
 use super::tls::make_certificates;
 
@@ -48,10 +48,12 @@ impl TestPostgres {
             .prefix("codette-pg-")
             .tempdir()
             .expect("tempdir");
-        run(Command::new("cp")
-            .arg("-a")
-            .arg(template)
-            .arg(dir.path().join("data")));
+        run_ok(
+            Command::new("cp")
+                .arg("-a")
+                .arg(template)
+                .arg(dir.path().join("data")),
+        );
         std::fs::create_dir(dir.path().join("sock")).expect("mkdir sock");
         if tls {
             make_certificates(&dir.path().join("tls"));
@@ -255,23 +257,17 @@ fn template_dir() -> &'static Path {
             .expect("tempdir");
         let data = work.path().join("data");
         chown_to_postgres(work.path());
-        let out = as_postgres(&bin_dir().join("initdb"))
-            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"])
-            .args(["--locale=C", "-D"])
-            .arg(&data)
-            .current_dir(work.path())
-            .output()
-            .expect("spawn initdb");
-        assert!(
-            out.status.success(),
-            "initdb failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            as_postgres(&bin_dir().join("initdb"))
+                .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"])
+                .args(["--locale=C", "-D"])
+                .arg(&data)
+                .current_dir(work.path()),
         );
         std::fs::create_dir_all(&root).expect("mkdir target tmp");
         let staging = root.join(format!("pg-template.tmp-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&staging);
-        run(Command::new("cp").arg("-a").arg(&data).arg(&staging));
+        run_ok(Command::new("cp").arg("-a").arg(&data).arg(&staging));
         if std::fs::rename(&staging, &template).is_err() {
             // Another test process won the race; use its template.
             let _ = std::fs::remove_dir_all(&staging);
@@ -300,9 +296,11 @@ fn as_postgres(program: &Path) -> Command {
 
 fn chown_to_postgres(path: &Path) {
     if is_root() {
-        run(Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(path));
+        run_ok(
+            Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(path),
+        );
     }
 }
 
@@ -325,15 +323,4 @@ fn pg_isready(port: &str) -> bool {
         .status()
         .map(|s| s.success())
         .unwrap_or(false)
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

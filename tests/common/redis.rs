@@ -12,7 +12,7 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use super::ports::free_port;
-use super::process::{log_stdio, read_log, send_signal, wait_until};
+use super::process::{log_stdio, read_log, run_ok, send_signal, wait_until};
 use super::tls::make_certificates;
 
 /// A redis-server child process owned by one test.
@@ -110,17 +110,7 @@ impl TestRedis {
 
     /// Runs `redis-cli -p P <args>` and returns its stdout without the trailing newline.
     pub fn cmd(&self, args: &[&str]) -> String {
-        let out = self
-            .cli()
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run redis-cli");
-        assert!(
-            out.status.success(),
-            "redis-cli {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = run_ok(self.cli().args(args));
         String::from_utf8_lossy(&out.stdout)
             .trim_end_matches('\n')
             .to_string()

@@ -13,7 +13,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use super::ports::free_port;
-use super::process::{log_stdio, read_log, wait_until};
+use super::process::{log_stdio, read_log, run_ok, wait_until};
 
 /// The cluster bus listens on the client port + 10000.
 const BUS_OFFSET: u16 = 10_000;
@@ -57,18 +57,11 @@ impl TestCluster {
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))
             .collect();
-        let out = Command::new("redis-cli")
-            .args(["--cluster", "create"])
-            .args(&nodes)
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
-            .stdin(Stdio::null())
-            .output()
-            .expect("run redis-cli --cluster create");
-        assert!(
-            out.status.success(),
-            "redis-cli --cluster create failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            Command::new("redis-cli")
+                .args(["--cluster", "create"])
+                .args(&nodes)
+                .args(["--cluster-replicas", "1", "--cluster-yes"]),
         );
         assert!(
             cluster.wait_whole(Duration::from_secs(30)),

@@ -2,7 +2,9 @@
 //! `openssl` CLI (`.ci/run` installs it): a CA and a server certificate it signed.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
+
+use super::process::run_ok;
 
 /// Writes `ca.pem` / `ca.key` (a fresh CA) and `server.pem` / `server.key` (signed by
 /// it, for `localhost` and 127.0.0.1) into `dir`; P-256 keys, valid two days. The
@@ -10,17 +12,7 @@ use std::process::{Command, Stdio};
 pub fn make_certificates(dir: &Path) {
     std::fs::create_dir_all(dir).expect("mkdir for certificates");
     let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run openssl (is it installed?)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_ok(Command::new("openssl").args(args).current_dir(dir));
     };
     let key = [
         "-newkey",
