@@ -19,7 +19,7 @@ KEYS=${KEYS:-100}
 CONNS=${CONNS:-32 256}
 source scripts/bench-lib.sh
 
-# Ten snippets that all match "bench query N", so each answer is ~2 KB like the ceiling's.
+# Ten snippets that all match "bench query N", so each answer is as long as the ceiling's.
 write_knowledge "$WORK/knowledge.json"
 
 CEIL=$(port); MEM=$(port); RED=$(port); RPORT=$(port)

@@ -19,12 +19,13 @@ fi
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { for _ in $(seq 100); do curl -sf "$1" >/dev/null 2>&1 && return; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
 
-# A knowledge file for the sample origin: ten ~110-byte snippets that all match "bench
-# query N", so each answer is ~2 KB like the ceiling's; other messages match nothing.
+# A knowledge file for the sample origin: ten 150-byte snippets that all match "bench
+# query N", so a hit is as long as the ceiling's answer (2,165 bytes against 2,164; the
+# ~1,800 before 2026-12-04 flattered the daemon); other messages match nothing.
 write_knowledge() {
   python3 - "$1" <<'PY'
 import json, sys
-s = "Use reverb on a send bus rather than an insert so several tracks share one space; high-pass the return. bench query"
+s = "Use reverb on a send bus rather than an insert so several tracks share one space; high-pass the return about 200 Hz and keep the bus mono. bench query"
 json.dump({"snippets": [{"filename": f"mixing_guide_{i}.md", "snippet": s} for i in range(10)], "files": []}, open(sys.argv[1], "w"))
 PY
 }
