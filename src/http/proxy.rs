@@ -21,6 +21,7 @@ use crate::chain::storable::{self, Verdict};
 use crate::chain::{Answer, Failure, Shape};
 use crate::envelope;
 use crate::metrics::{ProxyChildren, ProxyResult};
+use crate::origins::upstream::drop_connection_named;
 use crate::origins::{Asked, RpcCall};
 use crate::proxy::plan_memo;
 use crate::proxy::request::{Call, Plan};
@@ -78,7 +79,8 @@ where
             return bypassed(route, started, reply);
         }
     };
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    drop_connection_named(&mut parts.headers);
     let body = if method == Method::POST {
         match super::body::read_all(&state, body).await {
             Ok(body) => body,

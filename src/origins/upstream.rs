@@ -155,15 +155,31 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
-/// `headers` without hop-by-hop ones, and without those named in `Connection`.
-pub fn end_to_end(headers: &HeaderMap) -> HeaderMap {
-    let named: Vec<String> = headers
+/// The header names `Connection` lists, lowercased.
+fn connection_named(headers: &HeaderMap) -> Vec<String> {
+    headers
         .get_all("connection")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|t| t.trim().to_ascii_lowercase())
-        .collect();
+        .collect()
+}
+
+/// Removes the headers `Connection` names: they are for this hop and are not sent on
+/// (RFC 9110, 7.6.1), so a cached call must not be keyed on them either, or a caller
+/// could file the answer to one request under another's key.
+pub fn drop_connection_named(headers: &mut HeaderMap) {
+    for name in connection_named(headers) {
+        if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+            headers.remove(name);
+        }
+    }
+}
+
+/// `headers` without hop-by-hop ones, and without those named in `Connection`.
+pub fn end_to_end(headers: &HeaderMap) -> HeaderMap {
+    let named = connection_named(headers);
     let mut out = HeaderMap::with_capacity(headers.len());
     for (name, value) in headers {
         if !is_hop_by_hop(name) && !named.iter().any(|n| n == name.as_str()) {
@@ -187,6 +203,25 @@ mod tests {
     use reqwest::header::HeaderValue;
 
     use super::*;
+
+    /// What `Connection` names is gone before the call is keyed: the key and the call
+    /// sent on see the same headers.
+    #[test]
+    fn connection_named_headers_are_dropped_before_keying() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, Accept-Profile,, authorization"),
+        );
+        headers.insert("accept-profile", HeaderValue::from_static("api"));
+        headers.insert("authorization", HeaderValue::from_static("Bearer t"));
+        headers.insert("accept", HeaderValue::from_static("text/csv"));
+        drop_connection_named(&mut headers);
+        assert!(headers.get("accept-profile").is_none());
+        assert!(headers.get("authorization").is_none());
+        assert_eq!(headers.get("accept").unwrap(), "text/csv");
+        assert_eq!(end_to_end(&headers).len(), 1);
+    }
 
     /// The connection's headers, and those `Connection` names, are not sent on.
     #[test]
