@@ -1,6 +1,9 @@
-//! The JWKS: a project's published signing keys, fetched on first need and again when
-//! a token names a `kid` it lacks (a rotation), at most once per
-//! [`REFETCH_INTERVAL`](super::jwt::REFETCH_INTERVAL) and one fetch at a time.
+//! The JWKS: a project's published signing keys, fetched on first need, again when a
+//! token names a `kid` it lacks (a rotation), and again once the set is older than
+//! [`MAX_AGE`] (a revocation: a key taken out of the set must stop verifying tokens);
+//! at most once per [`REFETCH_INTERVAL`](super::jwt::REFETCH_INTERVAL) after the first,
+//! one fetch at a time. A set too old that cannot be fetched again verifies nothing:
+//! its tokens' calls are forwarded without the cache, for the upstream to judge.
 
 /// Largest JWKS accepted (a real one is a few hundred bytes a key).
 const JWKS_MAX_BYTES: usize = 256 * 1024;
@@ -15,6 +18,8 @@ use serde::Deserialize;
 
 use super::jwt::{JwtError, REFETCH_INTERVAL};
 
+/// How long a fetched set is trusted: Supabase's own edge caches the JWKS this long.
+pub(super) const MAX_AGE: Duration = Duration::from_secs(600);
 /// Limit for one JWKS fetch, body included.
 const JWKS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Keys fetched over plain HTTP could be swapped in transit, and with them anyone could
@@ -76,11 +81,32 @@ impl JwksKey {
     }
 }
 
+/// The keys of one fetch, by `kid`, and when they were fetched.
+#[derive(Default)]
+struct KeySet {
+    keys: HashMap<String, JwksKey>,
+    fetched: Option<Instant>,
+}
+
+impl KeySet {
+    fn fresh(&self, max_age: Duration) -> bool {
+        self.fetched.is_some_and(|t| t.elapsed() < max_age)
+    }
+
+    /// The key named `kid`, if the set is still to be trusted.
+    fn usable(&self, kid: &str, max_age: Duration) -> Option<JwksKey> {
+        let key = self.keys.get(kid)?;
+        self.fresh(max_age).then(|| key.clone())
+    }
+}
+
 /// The JWKS, fetched lazily and cached by `kid`.
 pub(super) struct Jwks {
     url: String,
     client: reqwest::Client,
-    keys: ArcSwap<HashMap<String, JwksKey>>,
+    keys: ArcSwap<KeySet>,
+    /// [`MAX_AGE`], shorter in tests.
+    max_age: Duration,
     /// Held across a fetch: fetches are single-flight.
     state: tokio::sync::Mutex<FetchState>,
 }
@@ -105,20 +131,27 @@ impl Jwks {
         Ok(Self {
             url: url.to_owned(),
             client,
-            keys: ArcSwap::from_pointee(HashMap::new()),
+            keys: ArcSwap::from_pointee(KeySet::default()),
+            max_age: MAX_AGE,
             state: tokio::sync::Mutex::new(FetchState::default()),
         })
     }
 
-    /// The key named `kid`, fetching the JWKS when it is not known and a fetch is due.
+    #[cfg(test)]
+    pub(super) fn set_max_age(&mut self, max_age: Duration) {
+        self.max_age = max_age;
+    }
+
+    /// The key named `kid`, fetching the JWKS when the key is not known or the set is
+    /// too old, and a fetch is due.
     pub(super) async fn key(&self, kid: &str) -> Result<JwksKey, JwtError> {
-        if let Some(key) = self.keys.load().get(kid) {
-            return Ok(key.clone());
+        if let Some(key) = self.keys.load().usable(kid, self.max_age) {
+            return Ok(key);
         }
         let mut state = self.state.lock().await;
         // Another caller may have fetched it while this one waited for the lock.
-        if let Some(key) = self.keys.load().get(kid) {
-            return Ok(key.clone());
+        if let Some(key) = self.keys.load().usable(kid, self.max_age) {
+            return Ok(key);
         }
         let due = !state.tried
             || state
@@ -131,7 +164,8 @@ impl Jwks {
             state.tried = true;
             match self.fetch().await {
                 Ok(keys) => {
-                    self.keys.store(Arc::new(keys));
+                    let fetched = Some(Instant::now());
+                    self.keys.store(Arc::new(KeySet { keys, fetched }));
                     state.last_error = None;
                 }
                 Err(reason) => {
@@ -139,15 +173,17 @@ impl Jwks {
                     state.last_error = Some(reason);
                 }
             }
-            if let Some(key) = self.keys.load().get(kid) {
-                return Ok(key.clone());
+            if let Some(key) = self.keys.load().usable(kid, self.max_age) {
+                return Ok(key);
             }
         }
         match &state.last_error {
-            Some(reason) if self.keys.load().is_empty() => Err(JwtError::JwksUnavailable {
-                url: self.url.clone(),
-                reason: reason.clone(),
-            }),
+            Some(reason) if !self.keys.load().fresh(self.max_age) => {
+                Err(JwtError::JwksUnavailable {
+                    url: self.url.clone(),
+                    reason: reason.clone(),
+                })
+            }
             _ => Err(JwtError::UnknownKid {
                 kid: kid.chars().take(64).collect(),
             }),

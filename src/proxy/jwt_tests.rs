@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Value, json};
@@ -125,11 +126,8 @@ async fn hs256_token_gives_the_identity() {
         .await
         .unwrap();
     assert_eq!(
-        id,
-        Identity {
-            role: "authenticated".into(),
-            sub: Some("user-1".into())
-        }
+        (id.role.as_str(), id.sub.as_deref()),
+        ("authenticated", Some("user-1"))
     );
     // The anon key: a role and no user.
     let anon = json!({"role": "anon", "iss": "supabase", "exp": now() + 600});
@@ -145,6 +143,40 @@ async fn hs256_token_gives_the_identity() {
         none.verify(&hs256(&anon, SECRET)).await,
         Err(JwtError::NoKey)
     ));
+}
+
+/// Claims other than role and sub are part of the identity (row-level security may read
+/// them), the times are not (they change with each refresh of one session).
+#[tokio::test]
+async fn other_claims_are_part_of_the_identity() {
+    let v = secret_verifier();
+    let id = |c: Value| {
+        let token = hs256(&c, SECRET);
+        let v = &v;
+        async move { v.verify(&token).await.unwrap() }
+    };
+    let mut mfa = claims();
+    mfa["aal"] = json!("aal2");
+    mfa["iat"] = json!(now());
+    let mut refreshed = mfa.clone();
+    refreshed["iat"] = json!(now() - 100);
+    refreshed["nbf"] = json!(now() - 100);
+    refreshed["exp"] = json!(now() + 3_000);
+    let mut password_only = mfa.clone();
+    password_only["aal"] = json!("aal1");
+
+    let first = id(mfa).await;
+    assert_eq!(first.claims.len(), 32, "an MD5 in hex");
+    assert_eq!(id(refreshed).await, first);
+    let other = id(password_only).await;
+    assert_eq!(
+        (other.role.as_str(), other.sub.as_deref()),
+        ("authenticated", Some("user-1"))
+    );
+    assert_ne!(other.claims, first.claims);
+    // Only role, sub and times: nothing else to key on.
+    let bare = json!({"role": "authenticated", "sub": "u", "exp": now() + 60, "iat": now()});
+    assert_eq!(id(bare).await.claims, "");
 }
 
 #[tokio::test]
@@ -397,6 +429,37 @@ async fn unknown_kids_cause_one_refetch_per_window() {
     }
     assert_eq!(server.hits.load(Ordering::SeqCst), 2);
     v.verify(&es256(&claims(), "k1", K1_PEM)).await.unwrap();
+    assert_eq!(server.hits.load(Ordering::SeqCst), 2);
+}
+
+/// A key taken out of the JWKS stops verifying once the set is older than its maximum
+/// age (here 50 ms); a set that old that cannot be fetched again verifies nothing.
+#[tokio::test]
+async fn a_revoked_key_stops_verifying_once_the_set_is_old() {
+    let server = jwks_server(vec![jwk("k1", K1_X, K1_Y)]).await;
+    let mut v = jwks_verifier(&server.url);
+    v.jwks
+        .as_mut()
+        .unwrap()
+        .set_max_age(Duration::from_millis(50));
+    let token = es256(&claims(), "k1", K1_PEM);
+    v.verify(&token).await.unwrap();
+    v.verify(&token).await.unwrap();
+    assert_eq!(server.hits.load(Ordering::SeqCst), 1, "fresh: no refetch");
+
+    // k1 is revoked: the set is fetched again once it is too old, and k1 is gone.
+    *server.body.lock() = json!({"keys": [jwk("k2", K2_X, K2_Y)]}).to_string();
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let err = v.verify(&token).await.unwrap_err();
+    assert!(matches!(err, JwtError::UnknownKid { .. }), "{err}");
+    assert_eq!(server.hits.load(Ordering::SeqCst), 2);
+    v.verify(&es256(&claims(), "k2", K2_PEM)).await.unwrap();
+
+    // The set grows old again and the next fetch is not due yet (one a window): the
+    // old set is not trusted meanwhile, though it still names k2.
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let err = v.verify(&es256(&claims(), "k2", K2_PEM)).await.unwrap_err();
+    assert!(matches!(err, JwtError::UnknownKid { .. }), "{err}");
     assert_eq!(server.hits.load(Ordering::SeqCst), 2);
 }
 
