@@ -10,6 +10,7 @@
 //! rotation), at most once per [`REFETCH_INTERVAL`] and one fetch at a time, so a flood
 //! of made-up `kid`s costs the JWKS host nothing. Errors never quote the token.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -83,6 +84,12 @@ pub struct Identity {
     pub role: String,
     /// The user id; `None` for tokens that name no user (the anon key).
     pub sub: Option<String>,
+    /// A digest of the token's other claims, empty when it has none: row-level
+    /// security may read any claim (`auth.jwt()->>'aal'` for MFA, `app_metadata`,
+    /// `is_anonymous`, `session_id`), so a user's answers are keyed on them too. The
+    /// times (`iat`, `nbf`, `exp`) are left out: they change with every refresh of the
+    /// same session.
+    pub claims: String,
 }
 
 /// Why a token is not accepted, or a verifier cannot be built.
@@ -207,6 +214,28 @@ struct Claims {
     /// Required, and checked, by `decode`.
     #[serde(default)]
     exp: u64,
+    /// Every other claim.
+    #[serde(flatten)]
+    other: BTreeMap<String, serde_json::Value>,
+}
+
+/// [`Identity::claims`]: the MD5, in hex, of the claims other than role, sub and the
+/// times, as sorted JSON.
+fn claims_digest(other: &BTreeMap<String, serde_json::Value>) -> String {
+    use md5::{Digest, Md5};
+    let kept: BTreeMap<&str, &serde_json::Value> = other
+        .iter()
+        .filter(|(name, _)| !matches!(name.as_str(), "iat" | "nbf" | "exp"))
+        .map(|(name, value)| (name.as_str(), value))
+        .collect();
+    if kept.is_empty() {
+        return String::new();
+    }
+    let text = serde_json::to_vec(&kept).unwrap_or_default();
+    Md5::digest(&text)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Verifies tokens with the configured secret and JWKS. Cheap to share (`Arc`).
@@ -297,7 +326,12 @@ impl Verifier {
             .filter(|r| !r.is_empty())
             .ok_or(JwtError::MissingRole)?;
         let sub = claims.sub.filter(|s| !s.is_empty());
-        Ok((Identity { role, sub }, claims.exp))
+        let identity = Identity {
+            role,
+            sub,
+            claims: claims_digest(&claims.other),
+        };
+        Ok((identity, claims.exp))
     }
 }
 

@@ -3,7 +3,7 @@
 //! were a third of a proxied hit's instructions. A plan is a pure function of what
 //! the memo's key holds: the method, the function, the query, the four headers `plan`
 //! reads for a GET (kept only when each has at most one value), the scope, the caller's
-//! role and user, and the original's limit, each length-prefixed, so two different
+//! role, user and claims digest, and the original's limit, each length-prefixed, so two different
 //! calls never share a memo key. A `POST` (a body) is planned each time.
 
 use std::cell::RefCell;
@@ -72,6 +72,7 @@ fn memo_key(
     field(key, Some(scope.as_str().as_bytes()));
     field(key, Some(identity.role.as_bytes()));
     field(key, identity.sub.as_deref().map(str::as_bytes));
+    field(key, Some(identity.claims.as_bytes()));
     field(
         key,
         original.map(|l| l.to_le_bytes()).as_ref().map(|l| &l[..]),
@@ -121,6 +122,7 @@ mod tests {
             let who = Identity {
                 role: "authenticated".into(),
                 sub: self.sub.map(Into::into),
+                claims: String::new(),
             };
             let c = call(self.method, self.query, &self.headers);
             let mut key = Vec::new();
@@ -223,6 +225,7 @@ mod tests {
                 let who = Identity {
                     role: "authenticated".into(),
                     sub: Some(sub.into()),
+                    claims: String::new(),
                 };
                 let c = call(&get, Some("n=1"), &none);
                 assert_eq!(

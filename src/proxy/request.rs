@@ -1,15 +1,24 @@
 //! What a proxied RPC answer depends on, canonicalised into its key; or why the call
-//! is forwarded without the cache. The key covers the schema profile, the function,
-//! the arguments (GET query or POST JSON object, key order and whitespace aside), the
-//! response-shaping parts (normalised `Accept`, the `Prefer` tokens that shape a read,
+//! is forwarded without the cache. The key covers the method, the schema profile, the
+//! function, the arguments (GET query or POST JSON object, key order and whitespace
+//! aside), the response-shaping parts (`Accept`, the `Prefer` tokens that shape a read,
 //! `Range`, `select`/`order`/`limit`/`offset` and, for POST, the filters in the query),
-//! and the caller as far as the function's [`Scope`] says.
+//! and the caller as far as the function's [`Scope`] says (in `user` scope, all of the
+//! token's claims but its times).
 //!
-//! GET arguments are text, so a POST string argument and the same GET parameter share
-//! a key. Other JSON values (numbers, booleans, null, arrays, objects) are keyed by
-//! their JSON text and type, apart from any GET parameter: for a `json`/`jsonb`
-//! parameter PostgREST gives `?n=1` and `{"n": "1"}` different answers, and we cannot
-//! tell the parameter types apart here.
+//! Canonicalising never merges two calls PostgREST could answer differently; where it
+//! cannot tell, the call is forwarded instead:
+//! - GET and POST are keyed apart: a GET parameter that is not an argument is a
+//!   filter, while the same name in a POST body is an unknown argument (an error).
+//! - A parameter without `=` (PostgREST drops it) is forwarded, as is a repeated one
+//!   (PostgREST takes the first `select` but the last `limit`).
+//! - `Accept` is kept whole, `q` values and order included; only a lone `*/*` or
+//!   `application/json` is the same as none.
+//! - `Prefer` tokens are compared exactly (PostgREST's are case-sensitive); a
+//!   preference given twice is forwarded.
+//! - JSON arguments are keyed by their compact text, unless a number in the body is not
+//!   an integer (`19.990` and `19.99` parse to one `f64` but are different `numeric`s):
+//!   then by the body's exact text. An object naming an argument twice is forwarded.
 //!
 //! For `get_codette_context` in shared scope, a plain call (arguments `input_prompt` and
 //! `optionally_filename` as text, nothing shaping the answer) is the original's request
@@ -116,16 +125,20 @@ enum Arg<'a> {
 /// Everything the key covers.
 #[derive(Serialize)]
 struct Preimage<'a> {
+    method: &'static str,
     profile: &'a str,
     function: &'a str,
     args: BTreeMap<Cow<'a, str>, Arg<'a>>,
     accept: Cow<'a, str>,
-    prefer: Vec<String>,
+    prefer: Vec<&'a str>,
     range: &'a str,
     shaping: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    /// The body as sent, when its numbers do not all survive parsing.
+    exact_body: &'a str,
     scope: &'static str,
     role: &'a str,
     sub: &'a str,
+    claims: &'a str,
 }
 
 /// Plans `call` for a function cached in `scope` (`Auto` is resolved at start-up), for
@@ -175,19 +188,28 @@ fn preimage<'a>(
         "content-profile"
     })?
     .unwrap_or("");
+    let query = call.query.unwrap_or("");
+    if query.split('&').any(|p| !p.is_empty() && !p.contains('=')) {
+        return Err("parameter without a value");
+    }
     let mut args = BTreeMap::new();
     let mut shaping = Vec::new();
-    for pair in crate::form::pairs(call.query.unwrap_or("")) {
+    for pair in crate::form::pairs(query) {
         let (name, value) = pair.map_err(|()| "query not UTF-8")?;
         if get && !SHAPING.contains(&name.as_ref()) {
             if args.insert(name, Arg::Text(value)).is_some() {
                 return Err("repeated parameter");
             }
         } else {
+            if SHAPING.contains(&name.as_ref()) && shaping.iter().any(|(n, _)| *n == name) {
+                return Err("repeated parameter");
+            }
             shaping.push((name, value));
         }
     }
+    // Filters (a POST's other parameters) all apply, in any order.
     shaping.sort();
+    let mut exact_body = "";
     if !get {
         let json = header("content-type")?.map(|t| {
             t.split(';')
@@ -201,27 +223,33 @@ fn preimage<'a>(
         }
         let body = std::str::from_utf8(call.body).map_err(|_| "body")?;
         if !body.trim().is_empty() {
-            let object: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_str(body).map_err(|_| "body")?;
-            for (name, value) in object {
+            let Entries(entries) = serde_json::from_str(body).map_err(|_| "body")?;
+            for (name, value) in entries {
+                if value_has_fraction(&value) {
+                    exact_body = body;
+                }
                 let arg = match value {
                     serde_json::Value::String(s) => Arg::Text(s.into()),
                     other => Arg::Json(other.to_string()),
                 };
-                args.insert(name.into(), arg);
+                if args.insert(name.into(), arg).is_some() {
+                    return Err("repeated argument");
+                }
             }
         }
     }
-    let (role, sub) = match scope {
-        Scope::Shared => ("", ""),
-        Scope::Role => (identity.role.as_str(), ""),
+    let (role, sub, claims) = match scope {
+        Scope::Shared => ("", "", ""),
+        Scope::Role => (identity.role.as_str(), "", ""),
         // `Auto` is resolved at start-up; were it not, the narrowest scope is safe.
         Scope::User | Scope::Auto => (
             identity.role.as_str(),
             identity.sub.as_deref().unwrap_or(""),
+            identity.claims.as_str(),
         ),
     };
     Ok(Preimage {
+        method: if get { "get" } else { "post" },
         profile,
         function: call.function,
         args,
@@ -229,61 +257,112 @@ fn preimage<'a>(
         prefer,
         range,
         shaping,
+        exact_body,
         scope: scope.as_str(),
         role,
         sub,
+        claims,
     })
 }
 
-/// The media types PostgREST answers an RPC in, normalised; any other is forwarded.
-fn accept(value: &str) -> Result<Cow<'static, str>, &'static str> {
+/// A JSON object's members in order, duplicates kept (a `Map` keeps only the last).
+struct Entries(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Entries;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Entries, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(Entries(entries))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// Whether `value` holds a number that is not an integer: parsed as an `f64`, its
+/// text (`19.990`, `1e2`, `1.0`) is not what the function would receive.
+fn value_has_fraction(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => n.is_f64(),
+        Value::Array(items) => items.iter().any(value_has_fraction),
+        Value::Object(members) => members.values().any(value_has_fraction),
+        Value::Null | Value::Bool(_) | Value::String(_) => false,
+    }
+}
+
+/// `Accept`, when it asks only for media types PostgREST answers an RPC in; any other
+/// is forwarded. PostgREST ranks the list by `q`, then specificity, then order, so the
+/// list is kept whole (types lowercased, spaces dropped); only a lone `*/*` or
+/// `application/json` is the same as none.
+fn accept(value: &str) -> Result<Cow<'_, str>, &'static str> {
     if matches!(value, "" | "*/*" | "application/json") {
         return Ok(Cow::Borrowed("json"));
     }
-    let mut kinds = Vec::new();
+    let mut items = Vec::new();
     for item in value.split(',').filter(|i| !i.trim().is_empty()) {
-        let mut parts = item.split(';').map(|p| p.trim().to_ascii_lowercase());
-        let kind = match parts.next().as_deref() {
-            Some("*/*" | "application/*" | "application/json") => "json",
-            Some("application/vnd.pgrst.object+json" | "application/vnd.pgrst.object") => "object",
-            Some("text/csv") => "csv",
-            Some("text/plain") => "text",
-            _ => return Err("accept"),
-        };
-        let params: Vec<String> = parts.filter(|p| !p.starts_with("q=")).collect();
-        kinds.push(if params.is_empty() {
-            kind.to_owned()
-        } else {
-            format!("{kind};{}", params.join(";"))
-        });
+        let mut parts = item.split(';').map(str::trim);
+        let kind = parts.next().unwrap_or("").to_ascii_lowercase();
+        if !matches!(
+            kind.as_str(),
+            "*/*"
+                | "application/*"
+                | "application/json"
+                | "application/vnd.pgrst.object+json"
+                | "application/vnd.pgrst.object"
+                | "text/csv"
+                | "text/plain"
+        ) {
+            return Err("accept");
+        }
+        items.push(
+            std::iter::once(kind.as_str())
+                .chain(parts)
+                .collect::<Vec<_>>()
+                .join(";"),
+        );
     }
-    Ok(match kinds.as_slice() {
-        [] => Cow::Borrowed("json"),
-        _ => Cow::Owned(kinds.join(",")),
-    })
+    Ok(Cow::Owned(items.join(",")))
 }
 
-/// The `Prefer` tokens that shape a read; any other (`tx=`, `return=`, `params=`, …)
-/// asks for something a cached answer would not give, so the call is forwarded.
-fn prefer(value: &str) -> Result<Vec<String>, &'static str> {
-    let mut tokens = Vec::new();
+/// The `Prefer` tokens that shape a read, exactly as sent (PostgREST's are
+/// case-sensitive: `COUNT=EXACT` is not a preference, and `Asia/Tokyo` is a zone where
+/// `asia/tokyo` is not); any other (`tx=`, `return=`, `params=`, …) asks for something a
+/// cached answer would not give, and a preference given twice is ranked by PostgREST,
+/// not here: those calls are forwarded.
+fn prefer(value: &str) -> Result<Vec<&str>, &'static str> {
+    let mut tokens: Vec<&str> = Vec::new();
     for token in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-        let lower = token.to_ascii_lowercase();
         let shaping = matches!(
-            lower.as_str(),
+            token,
             "count=exact"
                 | "count=planned"
                 | "count=estimated"
                 | "handling=strict"
                 | "handling=lenient"
-        ) || lower.starts_with("timezone=");
+        ) || token.starts_with("timezone=");
         if !shaping {
             return Err("prefer");
         }
-        tokens.push(lower);
+        let name = |t: &str| t.split('=').next().unwrap_or("").to_owned();
+        if tokens.iter().any(|t| name(t) == name(token)) {
+            return Err("prefer");
+        }
+        tokens.push(token);
     }
-    tokens.sort();
-    tokens.dedup();
+    tokens.sort_unstable();
     Ok(tokens)
 }
 

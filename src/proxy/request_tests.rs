@@ -20,6 +20,7 @@ fn plan_of(
     let identity = Identity {
         role: who.0.into(),
         sub: who.1.map(Into::into),
+        claims: String::new(),
     };
     let call = Call {
         function: "my_notes",
@@ -41,9 +42,11 @@ fn key(p: Plan) -> Key {
     }
 }
 
-/// POST body and GET query of one call share a key; order and whitespace do not count.
+/// POST bodies of one call share a key whatever their member order and whitespace, as
+/// GET queries do whatever their order; a GET and a POST do not (a GET parameter that is
+/// not an argument is a filter, the same name in a POST body an error).
 #[test]
-fn get_and_post_share_a_key() {
+fn calls_share_a_key_within_a_method() {
     let json = [("content-type", "application/json")];
     let post = key(plan_of(
         Method::POST,
@@ -78,13 +81,15 @@ fn get_and_post_share_a_key() {
         USER_A,
     ));
     assert_eq!(post, post2);
-    assert_eq!(post, get);
+    assert_ne!(post, get);
     assert_eq!(get, head);
     // Pinned: every instance of a group shares keys, whatever its version, so a change
-    // to how they are computed must show here.
+    // to how they are computed must show here. Changed on 2026-12-04 (the method, the
+    // claims and the exact body joined the key): a group upgraded one instance at a
+    // time misses across versions meanwhile, and never shares an entry between them.
     assert_eq!(
         get.as_str(),
-        "context:rpc:my_notes:06c75ec2cd75e471a679c1614947d68a"
+        "context:rpc:my_notes:01f61f50d0ec903f7dd88551c04b45f1"
     );
     // A number is not the string of its digits (a jsonb parameter tells them apart).
     let number = key(plan_of(
@@ -140,7 +145,7 @@ fn shaping_parts_and_bypasses() {
             base
         );
     }
-    for accept in ["*/*", "application/json", "application/json;q=0.9"] {
+    for accept in ["*/*", "application/json"] {
         assert_eq!(
             key(plan_of(
                 Method::GET,
@@ -193,12 +198,109 @@ fn shaping_parts_and_bypasses() {
     );
 }
 
+/// Calls PostgREST may answer differently never share a key: they are keyed apart or
+/// forwarded.
+#[test]
+fn different_calls_are_never_merged() {
+    let get = |query: &str, headers: &[(&str, &str)]| {
+        plan_of(Method::GET, Some(query), headers, "", Scope::Shared, USER_A)
+    };
+    let post = |body: &str| {
+        plan_of(
+            Method::POST,
+            None,
+            &[("content-type", "application/json")],
+            body,
+            Scope::Shared,
+            USER_A,
+        )
+    };
+    // `Accept` is ranked by q, then specificity, then order: all of it counts.
+    for (a, b) in [
+        (
+            "text/csv;q=0.1, application/json",
+            "text/csv, application/json;q=0.1",
+        ),
+        ("*/*, text/csv", "application/json, text/csv"),
+        ("text/csv, application/json", "application/json, text/csv"),
+    ] {
+        assert_ne!(
+            key(get("a=1", &[("accept", a)])),
+            key(get("a=1", &[("accept", b)])),
+            "{a} / {b}"
+        );
+    }
+    // `Prefer` is case-sensitive, and a preference given twice is PostgREST's to rank.
+    assert_ne!(
+        key(get("a=1", &[("prefer", "timezone=Asia/Tokyo")])),
+        key(get("a=1", &[("prefer", "timezone=asia/tokyo")]))
+    );
+    assert_eq!(
+        key(get("a=1", &[("prefer", "count=exact, timezone=UTC")])),
+        key(get("a=1", &[("prefer", "timezone=UTC,count=exact")]))
+    );
+    for prefer in ["COUNT=EXACT", "count=planned, count=exact"] {
+        assert_eq!(
+            get("a=1", &[("prefer", prefer)]),
+            Plan::Bypass("prefer"),
+            "{prefer}"
+        );
+    }
+    // A parameter without `=` is dropped by PostgREST; `select` and `limit` given twice
+    // are resolved first-wins and last-wins.
+    assert_eq!(get("a", &[]), Plan::Bypass("parameter without a value"));
+    assert_eq!(get("a=1&b", &[]), Plan::Bypass("parameter without a value"));
+    for q in ["a=1&select=x&select=y", "a=1&limit=1&limit=2"] {
+        assert_eq!(get(q, &[]), Plan::Bypass("repeated parameter"), "{q}");
+    }
+    // A number that is not an integer is keyed by its text: `numeric` keeps the scale.
+    assert_ne!(key(post(r#"{"n": 19.990}"#)), key(post(r#"{"n": 19.99}"#)));
+    assert_ne!(key(post(r#"{"n": [1.0]}"#)), key(post(r#"{"n": [1]}"#)));
+    assert_eq!(
+        key(post(r#"{"n": 7, "a": "x"}"#)),
+        key(post(r#"{"a":"x","n":7}"#))
+    );
+    assert_eq!(
+        post(r#"{"n": 1, "n": 2}"#),
+        Plan::Bypass("repeated argument")
+    );
+}
+
+/// In `user` scope, a token's other claims (MFA level, metadata) are part of the key.
+#[test]
+fn user_scope_keys_on_the_claims() {
+    let with = |claims: &str| {
+        let identity = Identity {
+            role: "authenticated".into(),
+            sub: Some("user-a".into()),
+            claims: claims.into(),
+        };
+        let (method, headers) = (Method::GET, HeaderMap::new());
+        let call = Call {
+            function: "my_notes",
+            method: &method,
+            query: Some("a=1"),
+            headers: &headers,
+            body: b"",
+        };
+        (
+            key(plan(&call, Scope::User, &identity, None)),
+            key(plan(&call, Scope::Role, &identity, None)),
+        )
+    };
+    let (aal1, role1) = with("0123456789abcdef0123456789abcdef");
+    let (aal2, role2) = with("fedcba9876543210fedcba9876543210");
+    assert_ne!(aal1, aal2);
+    assert_eq!(role1, role2, "role scope: the role alone");
+}
+
 /// The original function's plain call is the original request, with its keys.
 #[test]
 fn the_original_function_keeps_its_keys() {
     let identity = Identity {
         role: "anon".into(),
         sub: None,
+        claims: String::new(),
     };
     let headers = HeaderMap::new();
     let call = |query, scope| {

@@ -146,6 +146,7 @@ impl Proxy {
             anon: Arc::new(Identity {
                 role: "anon".into(),
                 sub: None,
+                claims: String::new(),
             }),
             verified: moka::sync::Cache::builder()
                 .max_capacity(VERIFIED_TOKENS)
