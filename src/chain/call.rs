@@ -175,6 +175,13 @@ pub(super) fn tags_of(asked: &Asked) -> Vec<Tag> {
     }
 }
 
+/// The digests of every tag `asked` and `body` name, as the fence compares them.
+pub(super) fn digests(asked: &Asked, shape: Shape, body: &[u8]) -> Vec<u128> {
+    let mut tags = tags_of(asked);
+    tags.extend(answer_tags(shape, body));
+    tags.iter().map(Tag::digest).collect()
+}
+
 /// The tags an answer names: those of the original function's shape.
 pub(super) fn answer_tags(shape: Shape, body: &[u8]) -> Vec<Tag> {
     match shape {

@@ -323,6 +323,10 @@ impl Chain {
             self.variants.observe(&context.message);
         }
         let replaces = stale.as_ref().map(|(_, found)| previous(found));
+        // What a purge of the stale entry would name: it is served only if none ran.
+        let stale_digests = stale
+            .as_ref()
+            .map(|(_, found)| call::digests(&request, self.shape, &found.body));
         let (role, waiting) = self.fly(&key, ticket, request, replaces);
         let coalesced = matches!(role, Role::Waiter);
         if coalesced {
@@ -348,6 +352,14 @@ impl Chain {
                 coalesced,
             }),
             Err(error) => match stale {
+                // A purge since the read said the stale entry is wrong: the error stands.
+                Some(_)
+                    if !stale_digests
+                        .is_some_and(|digests| self.fence.clean(ticket, &key, &digests)) =>
+                {
+                    tracing::debug!(key = key.as_str(), %error, "origin failed; the stale entry was purged meanwhile");
+                    Err(Failure { key, error })
+                }
                 Some((kind, found)) => {
                     tracing::debug!(key = key.as_str(), %error, "origin failed; serving stale");
                     let mut answer = self.answer(key, Source::Stale(kind), found, &policy);
