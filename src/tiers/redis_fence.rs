@@ -10,8 +10,12 @@
 //! The tag index is one set per tag (`codette-cache:t:<md5 of the tag>`) of the keys
 //! that depend on it, written by the same script, expiring a minute after the longest
 //! entry in it. Versions expire an hour after their last move (far beyond any origin
-//! call). Values stay plain JSON under `context:<md5>`, as the original server reads
-//! them; entries it writes itself are in no set and are purged by key or by clear.
+//! call). A version that has expired reads as 0, so a purge never counts up from
+//! nothing: it starts a missing version at Redis's clock in microseconds. Otherwise a
+//! watch that read 1 just before the expiry would match the 1 of the purge just after
+//! it, and a pre-purge answer would be stored. Values stay plain JSON under
+//! `context:<md5>`, as the original server reads them; entries it writes itself are in
+//! no set and are purged by key or by clear.
 
 use std::sync::LazyLock;
 
@@ -76,29 +80,42 @@ return 1
     )
 });
 
+/// Lua: moves version `v` and sets it to expire in `ttl` ms; a missing version starts
+/// at Redis's clock in microseconds, never at a value a watch may have read before.
+const MOVE: &str = r"
+local function move(v, ttl)
+  if redis.call('EXISTS', v) == 0 then
+    local t = redis.call('TIME')
+    redis.call('SET', v, t[1] .. string.format('%06d', tonumber(t[2])))
+  end
+  redis.call('INCR', v)
+  redis.call('PEXPIRE', v, ttl)
+end
+";
+
 /// KEYS: a version, then the keys to remove. ARGV: version TTL ms.
 /// Returns how many keys were removed.
 pub static REMOVE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{MOVE}{}",
         r"
-redis.call('INCR', KEYS[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
+move(KEYS[1], ARGV[1])
 if #KEYS < 2 then return 0 end
 return redis.call('UNLINK', unpack(KEYS, 2))
-",
-    )
+"
+    ))
 });
 
 /// KEYS: `n` versions, then their `n` tag sets. ARGV: version TTL ms.
 /// Moves each version, removes each set's keys and the set; returns keys removed.
 pub static REMOVE_TAGS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{MOVE}{}",
         r"
 local n = #KEYS / 2
 local removed = 0
 for i = 1, n do
-  redis.call('INCR', KEYS[i])
-  redis.call('PEXPIRE', KEYS[i], ARGV[1])
+  move(KEYS[i], ARGV[1])
   local members = redis.call('SMEMBERS', KEYS[n + i])
   for j = 1, #members, 500 do
     removed = removed + redis.call('UNLINK', unpack(members, j, math.min(j + 499, #members)))
@@ -106,6 +123,6 @@ for i = 1, n do
   redis.call('UNLINK', KEYS[n + i])
 end
 return removed
-",
-    )
+"
+    ))
 });

@@ -74,6 +74,46 @@ fn purges_refuse_writes_watched_before_them() {
     });
 }
 
+/// A version that expired between a watch and a purge (an hour after its last move)
+/// does not count up from nothing again: the watch read 1, and the purge after the
+/// expiry must not make it 1 again, or the pre-purge answer is stored.
+#[test]
+fn an_expired_version_never_repeats_a_value() {
+    run(async {
+        let redis = TestRedis::start();
+        let toml = redis_tier(&redis.url(), 1_000, 300);
+        let (writer, purger) = (tier(&toml), tier(&toml));
+        for t in [&writer, &purger] {
+            let up = crate::poll(Duration::from_secs(5), async || {
+                t.health().is_serving().then_some(())
+            });
+            assert!(up.await.is_some(), "the tier never connected");
+        }
+        let key = Key::derive("expired version", None, false);
+        let version = format!("codette-cache:v:k:{}", key.as_str());
+        let body = Bytes::from_static(br#"{"snippets":[],"file":null,"chat_history":[]}"#);
+        purger.remove(&key).await.unwrap();
+        let moved: u64 = redis.cmd(&["GET", &version]).trim().parse().unwrap();
+        assert!(
+            moved > 1_000_000_000_000_000,
+            "started at the clock: {moved}"
+        );
+        redis.cmd(&["SET", &version, "1"]);
+        let watch = writer.watch(&key, &[]).await.unwrap().expect("a watch");
+        redis.cmd(&["DEL", &version]);
+        purger.remove(&key).await.unwrap();
+        let entry = Entry {
+            watch: Some(&watch),
+            ..Entry::PLAIN
+        };
+        writer.put(&key, &body, &entry).await.unwrap();
+        assert!(
+            writer.get(&key).await.unwrap().is_none(),
+            "stored after a purge"
+        );
+    });
+}
+
 #[test]
 fn purges_refuse_writes_watched_before_them_on_a_cluster() {
     let cluster = TestCluster::shared();
