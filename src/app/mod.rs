@@ -354,7 +354,7 @@ pub async fn run(options: Options) -> Result<(), AppError> {
             Ok(()) => tracing::info!("drained; exiting"),
             Err(_) => tracing::warn!(?grace, "grace period over with requests in flight; exiting anyway"),
         },
-        Some(Intent::Shutdown | Intent::Quit) = intents.recv() => {
+        () = second_stop(&mut intents) => {
             tracing::warn!("second stop signal: exiting now");
         }
     }
@@ -362,4 +362,17 @@ pub async fn run(options: Options) -> Result<(), AppError> {
         crate::warm::persist(hot, path).await;
     }
     Ok(())
+}
+
+/// Ends at the next stop signal while draining; a reload asked for meanwhile is
+/// ignored (a `select!` arm that matched only stops would be switched off by it, and a
+/// second SIGTERM would then wait out the grace period).
+async fn second_stop(intents: &mut mpsc::Receiver<Intent>) {
+    loop {
+        match intents.recv().await {
+            Some(Intent::Shutdown | Intent::Quit) => return,
+            Some(Intent::Reload) => tracing::info!("reload ignored: draining"),
+            None => std::future::pending().await,
+        }
+    }
 }

@@ -73,13 +73,17 @@ pub(super) fn reload(state: &State, path: Option<&std::path::Path>, set_log_leve
 
 /// Two tier configs that differ at most in their TTL.
 fn same_except_ttl(a: &crate::config::TierConfig, b: &crate::config::TierConfig) -> bool {
-    use crate::config::TierConfig::{Memory, Redis};
+    use crate::config::TierConfig::{Memory, Redis, RedisCluster};
     match (a.clone(), b.clone()) {
         (Memory(mut a), Memory(b)) => {
             a.ttl_secs = b.ttl_secs;
             a == b
         }
         (Redis(mut a), Redis(b)) => {
+            a.ttl_secs = b.ttl_secs;
+            a == b
+        }
+        (RedisCluster(mut a), RedisCluster(b)) => {
             a.ttl_secs = b.ttl_secs;
             a == b
         }
