@@ -62,6 +62,10 @@ impl Default for AdaptiveTtlConfig {
     }
 }
 
+/// The longest lifetime or window accepted, ten years: beyond any use, and far from
+/// where `Instant` and Redis's `EX` arithmetic overflow.
+pub const MAX_SECS: u64 = 10 * 365 * 24 * 3_600;
+
 impl CacheConfig {
     pub(super) fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -73,6 +77,27 @@ impl CacheConfig {
         }
         if self.ttl_secs == 0 {
             problems.push("cache.ttl_secs must be > 0 (remove a tier to stop caching)".into());
+        }
+        for (name, secs) in [
+            ("ttl_secs", self.ttl_secs),
+            ("stale_if_error_secs", self.stale_if_error_secs),
+            (
+                "stale_while_revalidate_secs",
+                self.stale_while_revalidate_secs,
+            ),
+            (
+                "stale_if_error_wait_ms",
+                self.stale_if_error_wait_ms / 1_000,
+            ),
+            ("negative_ttl_secs", self.negative_ttl_secs),
+            ("adaptive_ttl.min_secs", self.adaptive_ttl.min_secs),
+            ("adaptive_ttl.max_secs", self.adaptive_ttl.max_secs),
+        ] {
+            if secs > MAX_SECS {
+                problems.push(format!(
+                    "cache.{name} is over ten years ({MAX_SECS} s): use a shorter time"
+                ));
+            }
         }
         let a = &self.adaptive_ttl;
         if a.enabled && (a.min_secs == 0 || a.min_secs > a.max_secs) {

@@ -31,6 +31,10 @@ pub const EMBEDDED: &str = include_str!("../../config.toml");
 /// Prefix of the env variables that override the file.
 pub const ENV_PREFIX: &str = "CODETTE_CACHE_";
 
+/// The most connections `server.max_connections` may admit (a semaphore's permits
+/// overflow far above, and each connection is a file descriptor).
+const MAX_CONNECTIONS: usize = 1_000_000;
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -233,6 +237,12 @@ impl Config {
                 "server.header_read_timeout_ms and server.max_connections must be > 0".into(),
             );
         }
+        if s.max_connections > MAX_CONNECTIONS {
+            problems.push(format!(
+                "server.max_connections is {}: at most {MAX_CONNECTIONS} (each holds a file descriptor)",
+                s.max_connections
+            ));
+        }
         problems.extend(self.cache.validate());
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             problems.push(format!("log.level: {:?}: {e}", self.log.level));
@@ -254,6 +264,13 @@ impl Config {
                 ));
             }
             kinds.push(tier.kind());
+            if tier.ttl_secs().is_some_and(|t| t > cache::MAX_SECS) {
+                problems.push(format!(
+                    "tiers[{i}] ({}): ttl_secs is over ten years ({} s): use a shorter time",
+                    tier.kind().as_str(),
+                    cache::MAX_SECS
+                ));
+            }
             for p in tier.validate() {
                 problems.push(format!("tiers[{i}] ({}): {p}", tier.kind().as_str()));
             }

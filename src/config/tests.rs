@@ -199,6 +199,27 @@ fn all_problems_are_reported() {
     }
 }
 
+/// Absurd sizes and times are refused with what to write, not accepted to overflow
+/// later (a semaphore that panics, a TTL Redis refuses, an `Instant` past its range).
+#[test]
+fn absurd_limits_are_refused() {
+    let err = Config::from_toml(
+        "[server]\nmax_connections = 2305843009213693952\n[cache]\nnegative_ttl_secs = 9223372036854775807\nstale_if_error_wait_ms = 9223372036854775807\n[[tiers]]\ntype = \"memory\"\nttl_secs = 9200000000000000",
+    )
+    .unwrap_err()
+    .to_string();
+    for needle in [
+        "server.max_connections is 2305843009213693952: at most 1000000",
+        "cache.negative_ttl_secs is over ten years",
+        "cache.stale_if_error_wait_ms is over ten years",
+        "tiers[0] (memory): ttl_secs is over ten years",
+    ] {
+        assert!(err.contains(needle), "{needle} missing from: {err}");
+    }
+    Config::from_toml("[server]\nmax_connections = 1000000\n[cache]\nttl_secs = 315360000")
+        .expect("ten years and a million connections are accepted");
+}
+
 /// A cluster tier needs nodes, each a Redis URL; the message says what to write.
 #[test]
 fn cluster_nodes_are_checked() {

@@ -194,7 +194,9 @@ impl CacheTier for MemoryTier {
         };
         let now = Instant::now();
         let stored_at = now.checked_sub(entry.age).unwrap_or(now);
-        let keep_for = (ttl + Duration::from_millis(self.retention_ms.load(Ordering::Relaxed)))
+        let retention = Duration::from_millis(self.retention_ms.load(Ordering::Relaxed));
+        let keep_for = ttl
+            .saturating_add(retention)
             .saturating_sub(now - stored_at);
         let value = Value {
             // A copy of exactly its length: the caller's buffer may be up to twice as
