@@ -194,6 +194,9 @@ impl CacheTier for MemoryTier {
         };
         let now = Instant::now();
         let stored_at = now.checked_sub(entry.age).unwrap_or(now);
+        // Older than this host's monotonic clock (a copy soon after boot): what cannot be
+        // counted from `stored_at` comes off the TTL, so it expires with the original.
+        let ttl = ttl.saturating_sub(entry.age.saturating_sub(now - stored_at));
         let retention = Duration::from_millis(self.retention_ms.load(Ordering::Relaxed));
         let keep_for = ttl
             .saturating_add(retention)

@@ -157,3 +157,24 @@ async fn entries_expire() {
     t.sync();
     assert!(t.get(&key(1)).await.unwrap().is_none());
 }
+
+/// An entry older than the host's monotonic clock (a copy made soon after a boot) keeps
+/// only what its TTL has left: it expires when the original does, not a full TTL later.
+#[tokio::test]
+async fn an_entry_older_than_the_clock_keeps_what_it_has_left() {
+    let t = tier(100, 1 << 20, Duration::from_secs(60));
+    let body = Bytes::from_static(br#"{"snippets":[],"file":null,"chat_history":[]}"#);
+    let year = Duration::from_secs(365 * 24 * 3_600);
+    let entry = Entry {
+        ttl: Some(2 * year),
+        age: year,
+        ..Entry::PLAIN
+    };
+    t.put(&key(1), &body, &entry).await.unwrap();
+    let found = t.get(&key(1)).await.unwrap().expect("hit");
+    let left = found.ttl - found.age;
+    assert!(
+        left <= year && left > year - Duration::from_secs(60),
+        "{left:?}"
+    );
+}
