@@ -152,6 +152,7 @@ pub fn build_state(config: Config, metrics: Arc<Metrics>) -> Result<State, AppEr
         hot,
         live,
         proxy,
+        readiness: crate::http::Readiness::default(),
     })
 }
 

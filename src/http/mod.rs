@@ -34,6 +34,7 @@ use crate::invalidation::{Broadcast, Listener};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::warm::HotSet;
+pub use health::Readiness;
 pub use rejection::ApiError;
 pub use service::Service;
 
@@ -60,6 +61,8 @@ pub struct State {
     pub live: Option<Arc<Live>>,
     /// The Supabase proxy, when it has an upstream.
     pub proxy: Option<Arc<Proxy>>,
+    /// `/readyz`'s last origin health check.
+    pub readiness: Readiness,
 }
 
 pub type Shared = Arc<State>;

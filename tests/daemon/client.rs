@@ -124,6 +124,16 @@ pub(crate) async fn wait_ready(d: &Daemon, limit: Duration) -> bool {
     .is_some()
 }
 
+/// Waits up to `limit` for `/readyz` to answer 503 (it keeps an origin check for a
+/// second), and gives its body.
+pub(crate) async fn wait_not_ready(d: &Daemon, limit: Duration) -> Option<Value> {
+    poll(limit, async || {
+        let (status, body) = d.get_json("/readyz").await;
+        (status == 503).then_some(body)
+    })
+    .await
+}
+
 /// Waits up to `limit` for the redis tier to report `want`.
 pub(crate) async fn wait_redis_state(d: &Daemon, want: &str, limit: Duration) -> bool {
     poll(limit, async || (redis_state(d).await == want).then_some(()))
