@@ -108,6 +108,11 @@ impl Envelope {
         owned(stored).map(|(envelope, _)| envelope)
     }
 
+    /// The stored body's bytes, if `stored` is an envelope.
+    pub fn body_of(stored: &[u8]) -> Option<&[u8]> {
+        owned(stored).ok().map(|(_, start)| &stored[start..])
+    }
+
     /// The first value of a header.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers

@@ -14,6 +14,7 @@ use super::filing::{Filing, file_local, file_shared};
 use super::storable::{self, Shape, Verdict};
 use super::ttl::{Keep, Previous};
 use super::{Chain, FlightResult, Role};
+use crate::envelope::Envelope;
 use crate::key::Key;
 use crate::metrics::{Function, Metrics, OriginResult};
 use crate::origins::{Admit, Asked, Breaker, CallResult, Origin, OriginError};
@@ -166,12 +167,17 @@ async fn call(
     result
 }
 
-/// The tags a request names: the original function's prompt and filename; a proxied
-/// call is reached by its key (and by a clear).
+/// The tags a request names: the original function's prompt and filename, asked on
+/// `/codette/context` or through the proxy; another function's call is reached by its
+/// key (and by a clear).
 pub(super) fn tags_of(asked: &Asked) -> Vec<Tag> {
     match asked {
         Asked::Context(r) => tags::for_request(&r.message, r.filename.as_deref()),
-        Asked::Rpc(_) => Vec::new(),
+        Asked::Rpc(call) => call
+            .original_request()
+            .map_or_else(Vec::new, |(prompt, file)| {
+                tags::for_request(&prompt, file.as_deref())
+            }),
     }
 }
 
@@ -186,7 +192,8 @@ pub(super) fn digests(asked: &Asked, shape: Shape, body: &[u8]) -> Vec<u128> {
 pub(super) fn answer_tags(shape: Shape, body: &[u8]) -> Vec<Tag> {
     match shape {
         Shape::Context | Shape::Any => tags::from_answer(body),
-        Shape::Rpc(_) => Vec::new(),
+        // A proxied answer is stored with its status and headers: its body names them.
+        Shape::Rpc(_) => Envelope::body_of(body).map_or_else(Vec::new, tags::from_answer),
     }
 }
 

@@ -258,7 +258,7 @@ impl Chain {
         replaces: &Found,
         reason: Refresh,
     ) {
-        let (role, _) = self.fly(key, ticket, request, Some(previous(replaces)));
+        let (role, _) = self.fly(key, ticket, request, Some(Previous::of(replaces)));
         if matches!(role, Role::Leader) {
             self.metrics.refresh_started(reason);
         }
@@ -322,7 +322,7 @@ impl Chain {
         if let (false, Asked::Context(context)) = (policy.normalize, &request) {
             self.variants.observe(&context.message);
         }
-        let replaces = stale.as_ref().map(|(_, found)| previous(found));
+        let replaces = stale.as_ref().map(|(_, found)| Previous::of(found));
         // What a purge of the stale entry would name: it is served only if none ran.
         let stale_digests = stale
             .as_ref()
@@ -391,13 +391,5 @@ impl Chain {
             coalesced: false,
             negative,
         }
-    }
-}
-
-/// What a refresh replaces, for the adaptive TTL's comparison.
-fn previous(found: &Found) -> Previous {
-    Previous {
-        body: found.body.clone(),
-        ttl: found.ttl,
     }
 }

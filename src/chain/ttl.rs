@@ -45,6 +45,16 @@ pub struct Previous {
     pub ttl: Duration,
 }
 
+impl Previous {
+    /// What a refresh of `found` replaces, for the adaptive TTL's comparison.
+    pub fn of(found: &crate::tiers::Found) -> Self {
+        Self {
+            body: found.body.clone(),
+            ttl: found.ttl,
+        }
+    }
+}
+
 /// What to do with one origin answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Keep {

@@ -31,6 +31,38 @@ pub struct RpcCall {
     pub body: Bytes,
 }
 
+impl RpcCall {
+    /// The original function's prompt and filename, when this calls it with readable
+    /// arguments (`input_prompt` a string; `optionally_filename` a string, null or
+    /// absent): what its answer depends on, for the tags a purge finds it by.
+    pub fn original_request(&self) -> Option<(String, Option<String>)> {
+        if *self.function != *crate::names::ORIGINAL_FUNCTION {
+            return None;
+        }
+        if self.post {
+            #[derive(serde::Deserialize)]
+            struct Args {
+                input_prompt: String,
+                #[serde(default)]
+                optionally_filename: Option<String>,
+            }
+            let args: Args = serde_json::from_slice(&self.body).ok()?;
+            return Some((args.input_prompt, args.optionally_filename));
+        }
+        let (mut prompt, mut filename) = (None, None);
+        let query = self.target.as_ref().and_then(PathAndQuery::query);
+        for pair in crate::form::pairs(query.unwrap_or("")) {
+            let (name, value) = pair.ok()?;
+            match name.as_ref() {
+                "input_prompt" => prompt = Some(value.into_owned()),
+                "optionally_filename" => filename = Some(value.into_owned()),
+                _ => {}
+            }
+        }
+        Some((prompt?, filename))
+    }
+}
+
 /// The forwarding client.
 pub struct UpstreamOrigin {
     client: reqwest::Client,
@@ -203,6 +235,83 @@ mod tests {
     use reqwest::header::HeaderValue;
 
     use super::*;
+
+    /// The original function's prompt and filename are read from a POST body or a GET
+    /// query; other functions, and arguments that do not say them, give none.
+    #[test]
+    fn original_requests_are_read_from_either_method() {
+        let call = |function: &str, post: bool, target: &str, body: &str| RpcCall {
+            function: function.into(),
+            post,
+            target: Some(target.parse().unwrap()),
+            headers: HeaderMap::new(),
+            body: Bytes::copy_from_slice(body.as_bytes()),
+        };
+        let rpc = "/rest/v1/rpc/get_codette_context";
+        let p = |s: &str| s.to_owned();
+        for (c, expected) in [
+            (
+                call(
+                    "get_codette_context",
+                    true,
+                    rpc,
+                    r#"{"input_prompt":"reverb"}"#,
+                ),
+                Some((p("reverb"), None)),
+            ),
+            (
+                call(
+                    "get_codette_context",
+                    true,
+                    rpc,
+                    r#"{"input_prompt":"a b","optionally_filename":"x.ts","extra":1}"#,
+                ),
+                Some((p("a b"), Some(p("x.ts")))),
+            ),
+            (
+                call(
+                    "get_codette_context",
+                    true,
+                    rpc,
+                    r#"{"input_prompt":"a","optionally_filename":null}"#,
+                ),
+                Some((p("a"), None)),
+            ),
+            (
+                call(
+                    "get_codette_context",
+                    false,
+                    &format!("{rpc}?input_prompt=a%20b&optionally_filename=x.ts&select=snippets"),
+                    "",
+                ),
+                Some((p("a b"), Some(p("x.ts")))),
+            ),
+            (
+                call("get_codette_context", true, rpc, r#"{"input_prompt":42}"#),
+                None,
+            ),
+            (
+                call(
+                    "get_codette_context",
+                    false,
+                    &format!("{rpc}?optionally_filename=x.ts"),
+                    "",
+                ),
+                None,
+            ),
+            (
+                call(
+                    "my_notes",
+                    true,
+                    "/rest/v1/rpc/my_notes",
+                    r#"{"input_prompt":"a"}"#,
+                ),
+                None,
+            ),
+        ] {
+            assert_eq!(c.original_request(), expected, "{:?}", c.body);
+        }
+    }
 
     /// What `Connection` names is gone before the call is keyed: the key and the call
     /// sent on see the same headers.

@@ -4,6 +4,7 @@
 //! function's [`Scope`]: every caller, callers of one role, or one user (the JWT's
 //! `sub`); a caller whose JWT cannot be verified is forwarded and never cached.
 
+mod canonical;
 pub mod introspect;
 mod jwks;
 pub mod jwt;

@@ -161,7 +161,9 @@ fn unverifiable_tokens_are_forwarded_and_never_cached() {
 }
 
 /// Errors from upstream are relayed verbatim and never stored; `Prefer: tx=rollback`
-/// is forwarded without the cache; the same call as GET and POST share one entry.
+/// is forwarded without the cache; the same call as GET and POST are keyed apart (a GET
+/// parameter that is not an argument is a filter, in a POST body an error), each a hit
+/// the second time.
 #[test]
 fn errors_prefer_and_get_post() {
     let s = setup(false);
@@ -192,19 +194,28 @@ fn errors_prefer_and_get_post() {
 
     let post = s.via_daemon("my_notes", &json!({}), &token);
     assert_eq!(cache_status(&post), "codette-cache; fwd=uri-miss; stored");
-    let get = s
-        .http
-        .get(s.daemon.url("/rest/v1/rpc/my_notes"))
-        .header("apikey", anon_key())
-        .header("authorization", format!("Bearer {token}"))
-        .send()
-        .unwrap();
+    let post = s.via_daemon("my_notes", &json!({}), &token);
+    assert!(cache_status(&post).starts_with("codette-cache; hit"));
+    let get = || {
+        s.http
+            .get(s.daemon.url("/rest/v1/rpc/my_notes"))
+            .header("apikey", anon_key())
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+            .unwrap()
+    };
+    assert_eq!(cache_status(&get()), "codette-cache; fwd=uri-miss; stored");
+    let hit = get();
     assert!(
-        cache_status(&get).starts_with("codette-cache; hit"),
+        cache_status(&hit).starts_with("codette-cache; hit"),
         "{}",
-        cache_status(&get)
+        cache_status(&hit)
     );
-    assert_eq!(s.rest.calls_to("my_notes"), 2, "the rollback and one miss");
+    assert_eq!(
+        s.rest.calls_to("my_notes"),
+        3,
+        "the rollback and one miss each"
+    );
 }
 
 /// With introspection, a VOLATILE function is never stored whatever the config says,
@@ -273,6 +284,70 @@ fn a_clear_reaches_proxied_entries() {
         cache_status(&s.via_daemon("my_notes", &json!({}), &token)),
         "codette-cache; fwd=uri-miss; stored"
     );
+}
+
+/// A call of the original function that is not its plain form (axios's `Accept`) is
+/// kept under the proxy's own key, and a purge of its prompt's or its file's tag (what a
+/// database change sends) still reaches it, in memory and in Redis.
+#[test]
+fn tag_purges_reach_proxied_calls_of_the_original() {
+    let s = setup(false);
+    let call = |args: &Value| {
+        s.http
+            .post(s.daemon.url("/rest/v1/rpc/get_codette_context"))
+            .header("apikey", anon_key())
+            .header("authorization", format!("Bearer {}", anon_key()))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/plain, */*")
+            .body(args.to_string())
+            .send()
+            .unwrap()
+    };
+    let purge = |tag: &str| {
+        let r = s
+            .http
+            .post(s.daemon.url("/codette/cache/invalidate"))
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .json(&json!({ "tags": [tag] }))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "{tag}");
+    };
+    let scan = || {
+        s.redis
+            .cmd(&["--scan", "--pattern", "context:rpc:get_codette_context:*"])
+    };
+    let by_prompt = json!({"input_prompt": "how to use reverb in mixing"});
+    let by_file =
+        json!({"input_prompt": "audio analysis", "optionally_filename": "effect_chain.ts"});
+    for (args, tag) in [
+        (&by_prompt, "user:how to use reverb in mixing"),
+        (&by_file, "file:effect_chain.ts"),
+    ] {
+        assert_eq!(
+            cache_status(&call(args)),
+            "codette-cache; fwd=uri-miss; stored",
+            "{tag}"
+        );
+        assert!(cache_status(&call(args)).contains("hit"), "{tag}");
+        assert!(
+            wait_until(Duration::from_secs(5), || !scan().is_empty()),
+            "never stored in Redis"
+        );
+        purge(tag);
+        assert_eq!(scan(), "", "{tag}: still in Redis");
+        assert_eq!(
+            cache_status(&call(args)),
+            "codette-cache; fwd=uri-miss; stored",
+            "{tag}: still in memory"
+        );
+        // Let the refill land in Redis before the next case scans it.
+        assert!(wait_until(Duration::from_secs(5), || !scan().is_empty()));
+        purge(tag);
+    }
+    // A call that does not say its prompt is not kept: no purge could find it.
+    let unreadable = call(&json!({"input_prompt": 42}));
+    assert_eq!(cache_status(&unreadable), "codette-cache; fwd=bypass");
 }
 
 /// Concurrent misses of one user's call share one upstream call (`collapsed`); another
