@@ -9,7 +9,11 @@
 //!
 //! The tag index is one set per tag (`codette-cache:t:<md5 of the tag>`) of the keys
 //! that depend on it, written by the same script, expiring a minute after the longest
-//! entry in it. Versions expire an hour after their last move (far beyond any origin
+//! entry in it. A tag written at least once per TTL never expires, so each write also
+//! looks at two random members and drops those whose value is gone (expired or
+//! removed): like Redis's own expiry sampling, that holds a set near its live entries.
+//! The members are read by name, undeclared: this script runs on one server only (the
+//! cluster tier has its own, `redis_cluster_fence.rs`). Versions expire an hour after their last move (far beyond any origin
 //! call). A version that has expired reads as 0, so a purge never counts up from
 //! nothing: it starts a missing version at Redis's clock in microseconds. Otherwise a
 //! watch that read 1 just before the expiry would match the 1 of the purge just after
@@ -57,7 +61,7 @@ pub fn watched(key: &Key, tags: &[Tag]) -> Vec<String> {
 
 /// KEYS: the value's key, `n` versions, then the tag sets.
 /// ARGV: body, TTL seconds, `n`, set TTL ms, then the `n` versions watched.
-/// Returns 1 when stored, 0 when a version moved.
+/// Returns 1 when stored, 0 when a version moved. Trims each set it writes to.
 pub static PUT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -73,6 +77,11 @@ for i = 2 + n, #KEYS do
   redis.call('SADD', KEYS[i], KEYS[1])
   if redis.call('PTTL', KEYS[i]) < set_ttl then
     redis.call('PEXPIRE', KEYS[i], set_ttl)
+  end
+  for _, member in ipairs(redis.call('SRANDMEMBER', KEYS[i], 2)) do
+    if redis.call('EXISTS', member) == 0 then
+      redis.call('SREM', KEYS[i], member)
+    end
   end
 end
 return 1

@@ -114,6 +114,51 @@ fn an_expired_version_never_repeats_a_value() {
     });
 }
 
+/// A tag's set keeps the keys of entries that have expired only until writes under the
+/// tag find them: each write drops the dead members it samples, so a tag written
+/// again and again does not hold every key it was ever written with.
+#[test]
+fn tag_sets_shed_expired_keys() {
+    run(async {
+        let redis = TestRedis::start();
+        let toml = redis_tier(&redis.url(), 1_000, 300);
+        let t = tier(&toml);
+        let up = crate::poll(Duration::from_secs(5), async || {
+            t.health().is_serving().then_some(())
+        });
+        assert!(up.await.is_some(), "the tier never connected");
+        let tags = [Tag::Snippets, Tag::File("popular.wav".into())];
+        let body = Bytes::from_static(br#"{"snippets":[],"file":null,"chat_history":[]}"#);
+        let put = async |i: usize, ttl: u64| {
+            let key = Key::derive(&format!("question {i}"), Some("popular.wav"), false);
+            let watch = t.watch(&key, &tags).await.unwrap().expect("a watch");
+            let entry = Entry {
+                tags: &tags,
+                indexed: &tags[1..],
+                watch: Some(&watch),
+                ttl: Some(Duration::from_secs(ttl)),
+                ..Entry::PLAIN
+            };
+            t.put(&key, &body, &entry).await.unwrap();
+        };
+        let set = format!("codette-cache:t:{:032x}", tags[1].digest());
+        let members = || redis.cmd(&["SCARD", &set]).parse::<u64>().unwrap();
+        for i in 0..20 {
+            put(i, 1).await;
+        }
+        assert_eq!(members(), 20);
+        tokio::time::sleep(Duration::from_millis(2_100)).await;
+        for i in 20..70 {
+            put(i, 300).await;
+        }
+        // 50 live keys, and of the 20 expired ones those no write sampled: each write
+        // looks at two members, so one survives with a chance near 1 in 10, and more
+        // than ten of them with one under a millionth. Without the trim: 70.
+        let left = members();
+        assert!((50..=60).contains(&left), "{left} members");
+    });
+}
+
 #[test]
 fn purges_refuse_writes_watched_before_them_on_a_cluster() {
     let cluster = TestCluster::shared();
