@@ -43,14 +43,16 @@ impl Chain {
         let shape = self.shape;
         let flight_key = key.clone();
         // Tags are worked out only when needed: by a request finding a flight a purge
-        // may have overtaken, and by the leader.
+        // may have overtaken, and by the leader. A flight's answer is not known yet, so
+        // any tag purge since it began may name it: a request that came after one
+        // starts its own call rather than get an answer the purge may have outdated.
         let request_tags = tags_of;
         let request = Arc::new(request);
         let asked = Arc::clone(&request);
         let joinable = |started| {
             self.fence.quiet_since(started) || {
                 let digests: Vec<u128> = request_tags(&asked).iter().map(Tag::digest).collect();
-                self.fence.clean(started, key, &digests)
+                self.fence.clean_whatever_the_answer(started, key, &digests)
             }
         };
         self.flights
