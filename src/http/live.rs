@@ -123,13 +123,20 @@ fn asset(version: &str, name: &str, seen: Option<String>) -> warp::reply::Respon
 }
 
 /// Frames after `after` still kept, then live ones; ends when the daemon drains (the
-/// browser's EventSource reconnects, to this daemon's successor, with the last id).
+/// browser's EventSource reconnects, to this daemon's successor, with the last id). An
+/// `after` ahead of this clock is ignored.
 fn frames(
     live: &Live,
     slot: Slot,
     state: Shared,
     after: Option<u64>,
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
+    // Frame ids are Unix milliseconds: one ahead of this clock (a predecessor's clock
+    // ahead of ours, or made up) would hold back every frame, so it is not honoured.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let after = after.filter(|&id| id <= now);
     let (missed, receiver) = live.follow(after);
     let start = (
         VecDeque::from(missed),

@@ -57,6 +57,9 @@ impl Takes {
 }
 
 /// Every route the daemon serves, with the methods it takes (the README's route table).
+/// The prefix of the dashboard's assets (`/dashboard/assets/<version>/<name>`).
+const ASSETS: &str = "/dashboard/assets/";
+
 const ROUTES: &[(&str, Takes)] = &[
     (CONTEXT_PATH, Takes::GetPost),
     ("/codette/cache/stats", Takes::Get),
@@ -118,9 +121,12 @@ where
             *request.uri_mut() = without_trailing_slash(request.uri());
         }
         let path = request.uri().path();
-        if let Some((_, takes)) = ROUTES.iter().find(|(p, _)| *p == path) {
+        let takes = ROUTES.iter().find(|(p, _)| *p == path).map(|(_, t)| *t);
+        // The dashboard's assets are read-only whatever their name.
+        let takes = takes.or_else(|| path.starts_with(ASSETS).then_some(Takes::Get));
+        if let Some(takes) = takes {
             if !takes.allows(request.method()) {
-                return ready(not_allowed(*takes));
+                return ready(not_allowed(takes));
             }
         }
         if request.method() == Method::HEAD {

@@ -145,6 +145,11 @@ fn events_history_resume_and_the_stream_bound() {
             first[0].0, live[1].0,
             "resumed right after the last frame seen"
         );
+        // An id from a clock ahead of this daemon's (a predecessor's, or made up) does
+        // not hold the stream back: it follows the live frames.
+        let ahead = get(&d, "/dashboard/events?after=99999999999999", &[]).await;
+        let next = frames(ahead, 1).await;
+        assert!(next[0].0 > live[1].0, "{:?}", next[0].0);
 
         // Two streams open (the bound), a third is refused, clearly.
         let (a, b) = (

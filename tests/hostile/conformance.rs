@@ -102,6 +102,7 @@ fn method_not_allowed_says_what_is() {
         ("PUT", "/metrics", "GET, HEAD"),
         ("POST", "/dashboard", "GET, HEAD"),
         ("DELETE", "/dashboard/events", "GET, HEAD"),
+        ("POST", "/dashboard/assets/v1/app.js", "GET, HEAD"),
         ("GET", "/codette/cache/clear", "POST"),
         ("HEAD", "/codette/cache/invalidate", "POST"),
         ("GET", "/codette/cache/warm", "POST"),
