@@ -24,8 +24,11 @@ pub enum ProxyError {
     Upstream(#[from] OriginError),
 }
 
-/// Tokens whose verdict is kept.
-const VERIFIED_TOKENS: u64 = 10_000;
+/// Bytes of tokens whose verdict is kept (a Supabase token is about 1 KB; tokens up to
+/// 16 KB are read): at most this much memory, however long the tokens sent.
+const VERIFIED_BYTES: u64 = 16 * 1024 * 1024;
+/// What one kept verdict costs besides its token (identity, map entry).
+const VERIFIED_OVERHEAD: u32 = 256;
 /// How long a verdict is kept at most: a key removed from the JWKS stops being
 /// honoured within this time.
 const VERIFIED_FOR: Duration = Duration::from_secs(60);
@@ -35,6 +38,14 @@ struct Verified {
     identity: Arc<Identity>,
     /// The token's `exp`, in Unix seconds.
     expires: u64,
+}
+
+/// What a kept verdict weighs against [`VERIFIED_BYTES`].
+#[allow(clippy::borrowed_box)] // moka's weigher is given `&K`, and the key is `Box<str>`.
+fn weight(token: &Box<str>, _: &Verified) -> u32 {
+    u32::try_from(token.len())
+        .unwrap_or(u32::MAX)
+        .saturating_add(VERIFIED_OVERHEAD)
 }
 
 fn unix_now() -> u64 {
@@ -149,7 +160,8 @@ impl Proxy {
                 claims: String::new(),
             }),
             verified: moka::sync::Cache::builder()
-                .max_capacity(VERIFIED_TOKENS)
+                .max_capacity(VERIFIED_BYTES)
+                .weigher(weight)
                 .time_to_live(VERIFIED_FOR)
                 .build_with_hasher(foldhash::fast::RandomState::default()),
             original: aliased.then(|| Arc::clone(main)),
