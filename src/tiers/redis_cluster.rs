@@ -236,7 +236,8 @@ impl CacheTier for RedisClusterTier {
         // The tag sets must outlive the entry (they were made to outlive the lease).
         let set_ms = ttl.saturating_mul(1_000).saturating_add(SET_SLACK_MS);
         let k = key.as_str();
-        self.link
+        let registered = self
+            .link
             .call(async |c| {
                 try_join_all(entry.indexed.iter().map(|tag| {
                     let mut c = c.clone();
@@ -246,8 +247,14 @@ impl CacheTier for RedisClusterTier {
                 }))
                 .await
             })
-            .await
-            .map(drop)
+            .await;
+        if let Err(e) = registered {
+            // A value its tags' purges cannot find must not stay for its TTL.
+            tracing::debug!(key = k, error = %e, "cluster tag registration failed; value removed");
+            self.remove_all(&[k.to_owned()]).await?;
+            return Err(e);
+        }
+        Ok(())
     }
 
     async fn remove(&self, key: &Key) -> Result<(), TierError> {
