@@ -35,6 +35,16 @@ fn tier(toml: &str) -> Tier {
         .expect("redis tier")
 }
 
+/// Waits for the tiers, which connect in the background.
+async fn connected(tiers: &[&Tier]) {
+    for t in tiers {
+        let up = crate::poll(Duration::from_secs(5), async || {
+            t.health().is_serving().then_some(())
+        });
+        assert!(up.await.is_some(), "a tier never connected");
+    }
+}
+
 /// What the other instance does between the writer's watch and its write.
 enum Between {
     Nothing,
@@ -70,6 +80,7 @@ fn purges_refuse_writes_watched_before_them() {
         let toml = redis_tier(&redis.url(), 1_000, 300);
         // Two instances of the group: one writes, the other purges.
         let (writer, purger) = (tier(&toml), tier(&toml));
+        connected(&[&writer, &purger]).await;
         refusals(&writer, &purger, |key| redis.cmd(&["GET", key])).await;
     });
 }
@@ -83,12 +94,7 @@ fn an_expired_version_never_repeats_a_value() {
         let redis = TestRedis::start();
         let toml = redis_tier(&redis.url(), 1_000, 300);
         let (writer, purger) = (tier(&toml), tier(&toml));
-        for t in [&writer, &purger] {
-            let up = crate::poll(Duration::from_secs(5), async || {
-                t.health().is_serving().then_some(())
-            });
-            assert!(up.await.is_some(), "the tier never connected");
-        }
+        connected(&[&writer, &purger]).await;
         let key = Key::derive("expired version", None, false);
         let version = format!("codette-cache:v:k:{}", key.as_str());
         let body = Bytes::from_static(br#"{"snippets":[],"file":null,"chat_history":[]}"#);
@@ -123,10 +129,7 @@ fn tag_sets_shed_expired_keys() {
         let redis = TestRedis::start();
         let toml = redis_tier(&redis.url(), 1_000, 300);
         let t = tier(&toml);
-        let up = crate::poll(Duration::from_secs(5), async || {
-            t.health().is_serving().then_some(())
-        });
-        assert!(up.await.is_some(), "the tier never connected");
+        connected(&[&t]).await;
         let tags = [Tag::Snippets, Tag::File("popular.wav".into())];
         let body = Bytes::from_static(br#"{"snippets":[],"file":null,"chat_history":[]}"#);
         let put = async |i: usize, ttl: u64| {
@@ -165,13 +168,7 @@ fn purges_refuse_writes_watched_before_them_on_a_cluster() {
     run(async {
         let toml = redis_cluster_tier(&cluster.urls(), 1_000, 300);
         let (writer, purger) = (tier(&toml), tier(&toml));
-        // The tiers connect in the background.
-        for t in [&writer, &purger] {
-            let up = crate::poll(Duration::from_secs(5), async || {
-                t.health().is_serving().then_some(())
-            });
-            assert!(up.await.is_some(), "the cluster tier never connected");
-        }
+        connected(&[&writer, &purger]).await;
         refusals(&writer, &purger, |key| cluster.cluster_cmd(&["GET", key])).await;
     });
 }
