@@ -103,11 +103,15 @@ pub fn build_state(config: Config, metrics: Arc<Metrics>) -> Result<State, AppEr
         )),
         None => None,
     };
-    let listener = config
-        .invalidation
-        .postgres
-        .clone()
-        .map(|listen| Arc::new(Listener::new(listen, &instance_id, Arc::clone(&metrics))));
+    let group = crate::invalidation::group_of(config.shared_redis().as_deref());
+    let listener = config.invalidation.postgres.clone().map(|listen| {
+        Arc::new(Listener::new(
+            listen,
+            &instance_id,
+            group,
+            Arc::clone(&metrics),
+        ))
+    });
     let namespace = Key::namespace(config.origin.function());
     let chain = Arc::new(Chain::new(
         namespace,

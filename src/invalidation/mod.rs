@@ -7,6 +7,7 @@
 
 mod broadcast;
 mod change;
+mod group;
 mod postgres;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::tags::MAX_ITEMS;
 pub use crate::tags::Purge;
 pub use broadcast::Broadcast;
+pub use group::group_of;
 pub use postgres::{ListenConfig, Listener};
 
 /// Whether a subscription is live now (for status routes; never waits).

@@ -22,6 +22,7 @@ use crate::pg_tls::{self, PgConnect};
 
 use super::broadcast::now_ms;
 use super::change::purge_for;
+use super::group::{OLDER, beat_text};
 use super::{Broadcast, Purge, Subscription};
 use crate::chain::{Chain, Reach};
 use crate::metrics::{InvalidationSource, Metrics};
@@ -87,22 +88,6 @@ enum SessionError {
     Unexpected,
 }
 
-/// How many other sessions of this database idle on our beat (`$1`: they listen on our
-/// channel) and began before this one. Older than ours breaks the tie when several
-/// start together after an outage: the oldest finds none and empties the tiers.
-const OLDER: &str = "\
-SELECT count(*) FROM pg_stat_activity a,
-     (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()) me
-WHERE a.pid <> pg_backend_pid() AND a.datname = current_database() AND a.query = $1
-  AND a.backend_start < me.backend_start";
-
-/// The session's setup and heartbeat in one text, so that `pg_stat_activity.query`
-/// shows it while the session idles: LISTEN (a no-op once listening), and the server's
-/// clock in ms.
-fn beat_text(channel: &str) -> String {
-    format!("LISTEN \"{channel}\"; SELECT (extract(epoch FROM now()) * 1000)::bigint")
-}
-
 /// Runs the beat; gives the server's clock (ms), proof of a round trip.
 async fn beat(client: &tokio_postgres::Client, text: &str) -> Result<i64, SessionError> {
     let replies = client.simple_query(text).await?;
@@ -144,16 +129,24 @@ pub struct Listener {
     config: ListenConfig,
     /// `codette-cache <instance id>`: names our session in `pg_stat_activity`.
     application_name: String,
+    /// [`group_of`] this instance's shared tiers.
+    group: String,
     subscription: Subscription,
     metrics: Arc<Metrics>,
 }
 
 impl Listener {
-    pub fn new(config: ListenConfig, instance_id: &str, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        config: ListenConfig,
+        instance_id: &str,
+        group: String,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         metrics.set_invalidation_subscribed(&config.channel, false);
         Self {
             config,
             application_name: format!("codette-cache {instance_id}"),
+            group,
             subscription: Subscription::default(),
             metrics,
         }
@@ -218,7 +211,7 @@ impl Listener {
         let mut messages =
             futures_util::stream::poll_fn(move |cx| connection.poll_message(cx)).fuse();
         let mut backlog = Vec::new();
-        let beat_text = beat_text(&self.config.channel);
+        let beat_text = beat_text(&self.config.channel, &self.group);
         // LISTEN first, then (at start-up) look for a session that began listening
         // before ours and is still alive: it has kept the shared tiers current. Beat
         // again last, so our session shows the beat's text to the others' same check.

@@ -261,3 +261,30 @@ fn lost_links_leave_no_stale_answers() {
         );
     });
 }
+
+/// A listener of another group (the same database and channel, another Redis) does not
+/// cover a start: it keeps its own Redis current, not this one's, so the instance that
+/// starts empties its Redis as if no one had listened.
+#[test]
+fn another_groups_listener_does_not_cover_a_start() {
+    run(async {
+        let (pg, redis) = (database(), TestRedis::start());
+        let one = member(&redis, &pg);
+        wait_listening(&one).await;
+        let other = TestRedis::start();
+        let key = original_key(USER_B, None);
+        other.cmd(&[
+            "SET",
+            &key,
+            r#"{"snippets":[],"file":null,"chat_history":[]}"#,
+        ]);
+        let two = member(&other, &pg);
+        wait_listening(&two).await;
+        assert!(
+            other.cmd(&["GET", &key]).trim().is_empty(),
+            "another group's listener covered this start:\n{}",
+            two.logs()
+        );
+        drop(one);
+    });
+}
