@@ -142,7 +142,8 @@ impl Live {
     }
 }
 
-fn unix_ms() -> u64 {
+/// Now in Unix milliseconds: a frame's id.
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -133,9 +133,7 @@ fn frames(
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
     // Frame ids are Unix milliseconds: one ahead of this clock (a predecessor's clock
     // ahead of ours, or made up) would hold back every frame, so it is not honoured.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let now = crate::dashboard::unix_ms();
     let after = after.filter(|&id| id <= now);
     let (missed, receiver) = live.follow(after);
     let start = (

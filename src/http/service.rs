@@ -56,10 +56,10 @@ impl Takes {
     }
 }
 
-/// Every route the daemon serves, with the methods it takes (the README's route table).
 /// The prefix of the dashboard's assets (`/dashboard/assets/<version>/<name>`).
 const ASSETS: &str = "/dashboard/assets/";
 
+/// Every route the daemon serves, with the methods it takes (the README's route table).
 const ROUTES: &[(&str, Takes)] = &[
     (CONTEXT_PATH, Takes::GetPost),
     ("/codette/cache/stats", Takes::Get),

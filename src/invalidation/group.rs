@@ -43,10 +43,10 @@ pub fn group_of(redis: Option<&[String]>) -> String {
         })
         .collect();
     names.sort();
-    Md5::digest(names.join(" "))
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    format!(
+        "{:032x}",
+        u128::from_be_bytes(Md5::digest(names.join(" ")).into())
+    )
 }
 
 #[cfg(test)]

@@ -81,7 +81,7 @@ pub(super) fn accept(value: &str) -> Result<Cow<'_, str>, &'static str> {
 /// `asia/tokyo` is not); any other (`tx=`, `return=`, `params=`, …) asks for something a
 /// cached answer would not give, and a preference given twice is ranked by PostgREST,
 /// not here: those calls are forwarded.
-pub(super) fn prefer(value: &str) -> Result<Vec<&str>, &'static str> {
+pub(super) fn prefer<'a>(value: &'a str) -> Result<Vec<&'a str>, &'static str> {
     let mut tokens: Vec<&str> = Vec::new();
     for token in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
         let shaping = matches!(
@@ -95,7 +95,7 @@ pub(super) fn prefer(value: &str) -> Result<Vec<&str>, &'static str> {
         if !shaping {
             return Err("prefer");
         }
-        let name = |t: &str| t.split('=').next().unwrap_or("").to_owned();
+        let name = |t: &'a str| t.split_once('=').map_or(t, |(name, _)| name);
         if tokens.iter().any(|t| name(t) == name(token)) {
             return Err("prefer");
         }

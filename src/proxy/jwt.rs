@@ -232,10 +232,7 @@ fn claims_digest(other: &BTreeMap<String, serde_json::Value>) -> String {
         return String::new();
     }
     let text = serde_json::to_vec(&kept).unwrap_or_default();
-    Md5::digest(&text)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    format!("{:032x}", u128::from_be_bytes(Md5::digest(&text).into()))
 }
 
 /// Verifies tokens with the configured secret and JWKS. Cheap to share (`Arc`).

@@ -13,13 +13,16 @@
 //! looks at two random members and drops those whose value is gone (expired or
 //! removed): like Redis's own expiry sampling, that holds a set near its live entries.
 //! The members are read by name, undeclared: this script runs on one server only (the
-//! cluster tier has its own, `redis_cluster_fence.rs`). Versions expire an hour after their last move (far beyond any origin
-//! call). A version that has expired reads as 0, so a purge never counts up from
-//! nothing: it starts a missing version at Redis's clock in microseconds. Otherwise a
-//! watch that read 1 just before the expiry would match the 1 of the purge just after
-//! it, and a pre-purge answer would be stored. Values stay plain JSON under
-//! `context:<md5>`, as the original server reads them; entries it writes itself are in
-//! no set and are purged by key or by clear.
+//! cluster tier has its own, `redis_cluster_fence.rs`).
+//!
+//! Versions expire an hour after their last move (far beyond any origin call). One
+//! that has expired reads as 0, so a purge never counts up from nothing: it starts a
+//! missing version at Redis's clock in microseconds. Otherwise a watch that read 1 just
+//! before the expiry would match the 1 of the purge just after it, and a pre-purge
+//! answer would be stored.
+//!
+//! Values stay plain JSON under `context:<md5>`, as the original server reads them;
+//! entries it writes itself are in no set and are purged by key or by clear.
 
 use std::sync::LazyLock;
 
