@@ -9,9 +9,13 @@
 //! store's question sees the purge (refused, undone), or the purge started after the
 //! question and its removal comes after the insert (removed). Shared tiers fence their
 //! writes across instances themselves (see `tiers/redis_fence.rs`).
+//!
+//! Purges from other instances arrive by broadcast; while this instance cannot hear
+//! them (its subscription is down), the fence says so ([`Fence::deaf`]) and the chain
+//! reads no local tier while a shared one answers (`mod.rs`).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -65,6 +69,8 @@ pub struct Fence {
     /// Purges running now (so a store with nothing to check takes no lock).
     running: AtomicU64,
     log: Mutex<Log>,
+    /// Purges from other instances may be missed now (see [`Fence::set_deaf`]).
+    deaf: AtomicBool,
 }
 
 /// A purge in progress; ends it when dropped.
@@ -134,6 +140,18 @@ impl Fence {
         self.none_since(ticket, |scope| {
             matches!(scope, Scope::Tags(_)) || scope.matches(key, tags)
         })
+    }
+
+    /// Says whether other instances' purges may be missed from now on: set before the
+    /// broadcast subscription is (re)made and as soon as it is lost, cleared once it is
+    /// live again and the local tiers were emptied of what it may have missed.
+    pub fn set_deaf(&self, deaf: bool) {
+        self.deaf.store(deaf, Ordering::SeqCst);
+    }
+
+    /// Whether local tiers may hold what another instance purged meanwhile.
+    pub fn deaf(&self) -> bool {
+        self.deaf.load(Ordering::Relaxed)
     }
 
     /// No purge that `hits` ran at any time since `ticket`.

@@ -11,6 +11,7 @@
 //! serving several functions (the proxy's) builds one more each with
 //! [`Chain::sibling`]: the same tiers, fence and flights, its own origin and breaker.
 
+mod answer;
 mod call;
 pub mod fence;
 mod filing;
@@ -29,12 +30,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 
 use crate::key::Key;
 use crate::metrics::{Function, Metrics, Outcome, Refresh};
 use crate::origins::{Asked, Breaker, BreakerSettings, ContextRequest, Origin, OriginError};
 use crate::tiers::{Found, Tier, TierKind};
+pub use answer::{Answer, Failure, Source};
 use fence::{Fence, Ticket};
 pub use flight::{FlightResult, Flights, Publisher, Role};
 pub use purge::{Purged, Reach};
@@ -42,54 +43,6 @@ pub use storable::Shape;
 use ttl::Previous;
 pub use ttl::{Bounds, TtlRule};
 pub use variants::Variants;
-
-/// Where an answer came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    /// A fresh entry in this tier.
-    Tier(TierKind),
-    /// The origin, just now (or a concurrent request's origin call).
-    Origin,
-    /// An expired entry in this tier, served under a stale rule.
-    Stale(TierKind),
-}
-
-impl Source {
-    /// The value of `cache.source` in responses.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Tier(kind) => kind.as_str(),
-            Source::Origin => "origin",
-            Source::Stale(_) => "stale",
-        }
-    }
-
-    pub fn is_hit(self) -> bool {
-        !matches!(self, Source::Origin)
-    }
-}
-
-/// A successful look-up.
-#[derive(Debug)]
-pub struct Answer {
-    pub key: Key,
-    pub body: Bytes,
-    pub source: Source,
-    pub age: Duration,
-    /// The entry's TTL, for an answer from a tier.
-    pub ttl: Option<Duration>,
-    /// This request waited on another request's origin call.
-    pub coalesced: bool,
-    /// A negative entry: an empty answer stored under `negative_ttl_secs`.
-    pub negative: bool,
-}
-
-/// A failed look-up: the origin failed and nothing stale could stand in.
-#[derive(Debug)]
-pub struct Failure {
-    pub key: Key,
-    pub error: Arc<OriginError>,
-}
 
 /// The parts of the policy a reload may change.
 #[derive(Debug, Clone, Default)]
@@ -289,8 +242,14 @@ impl Chain {
         let mut stale: Option<(TierKind, Found)> = None;
         // Before any read: a store of what it finds must not outlive a purge after it.
         let ticket = self.fence.ticket();
+        // Purges from other instances may be missing from the local tiers: while a
+        // shared tier answers, it holds what the group purged, so only it is read.
+        let shared_only = self.fence.deaf() && self.shared_tier_serving();
 
         for (i, tier) in self.tiers.iter().enumerate() {
+            if shared_only && tier.is_local() {
+                continue;
+            }
             let Some(found) = self.tier_get(tier, &key).await else {
                 continue;
             };
@@ -369,6 +328,18 @@ impl Chain {
                 None => Err(Failure { key, error }),
             },
         }
+    }
+
+    /// Tells the chain (and its siblings) whether other instances' purges reach it
+    /// ([`Fence::set_deaf`]).
+    pub fn set_deaf(&self, deaf: bool) {
+        self.fence.set_deaf(deaf);
+    }
+
+    fn shared_tier_serving(&self) -> bool {
+        self.tiers
+            .iter()
+            .any(|t| !t.is_local() && t.health().is_serving())
     }
 
     /// An empty answer while negative entries are on (so stored, or from, one).

@@ -4,6 +4,7 @@ use super::*;
 use crate::origins::{SampleConfig, SampleOrigin};
 use crate::tags::Purge;
 use crate::tiers::{BuildContext, MemoryConfig, MemoryTier};
+use bytes::Bytes;
 
 fn memory(metrics: &Arc<Metrics>) -> Tier {
     memory_keeping(metrics, Duration::ZERO)

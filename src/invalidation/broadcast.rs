@@ -7,7 +7,12 @@
 //! since messages sent meanwhile are lost. A server that hangs (stopped, or a link that
 //! drops packets) ends no stream, so the subscriber also PINGs over its connection every
 //! [`HEARTBEAT`] and treats a missing answer as the end. It retries with a backoff;
-//! start-up never waits on it.
+//! start-up never waits on it. Until it is live again the chain is told it is deaf, and
+//! reads no memory tier while the Redis tier answers (messages sent meanwhile would be
+//! missed, so the memory tier could hold what another instance purged; Redis cannot).
+//! While Redis is down too, no instance can publish through it, and the memory tier
+//! serves: sending every request to the origin instead would turn a Redis outage into
+//! an origin one.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -123,6 +128,7 @@ impl Broadcast {
     /// Subscribes in the background for as long as the process runs, applying other
     /// instances' messages to `chain`'s local tiers.
     pub fn spawn_subscriber(self: &Arc<Self>, chain: Arc<Chain>) {
+        chain.set_deaf(true);
         let this = Arc::clone(self);
         tokio::spawn(async move { this.subscribe_forever(&chain).await });
     }
@@ -140,18 +146,18 @@ impl Broadcast {
                 Ok(Ok(pubsub)) => {
                     // Whatever was sent while we were not listening is lost.
                     clear_local(chain).await;
-                    self.set_live(true);
+                    self.set_live(chain, true);
                     tracing::info!(channel = self.channel, "invalidation subscription live");
                     pause = RETRY_FIRST;
                     let (mut sink, mut messages) = pubsub.split();
                     let why = self.listen(&mut sink, &mut messages, chain).await;
-                    self.set_live(false);
+                    self.set_live(chain, false);
                     self.metrics.invalidation_subscription_lost();
                     clear_local(chain).await;
                     tracing::warn!(
                         channel = self.channel,
                         why,
-                        "invalidation subscription lost; memory tier emptied, resubscribing"
+                        "invalidation subscription lost; memory tier emptied and not read while Redis answers, resubscribing"
                     );
                 }
                 Ok(Err(e)) => tracing::debug!(error = %e, "invalidation subscribe failed"),
@@ -201,7 +207,10 @@ impl Broadcast {
         }
     }
 
-    fn set_live(&self, live: bool) {
+    /// Deaf before the memory tier is emptied on a loss, hearing only after it was
+    /// emptied on a subscribe.
+    fn set_live(&self, chain: &Chain, live: bool) {
+        chain.set_deaf(!live);
         self.subscription.set(live);
         self.metrics
             .set_invalidation_subscribed(&self.channel, live);

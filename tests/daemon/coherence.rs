@@ -191,3 +191,56 @@ fn a_hung_subscription_is_noticed() {
         assert!(d.logs().contains("stopped answering PING"), "{}", d.logs());
     });
 }
+
+/// A member that cannot resubscribe (its Redis user lost the channel) while Redis
+/// answers: what it caches meanwhile and another member invalidates is not served from
+/// its memory tier (the message never reaches it), because it reads Redis instead,
+/// where the invalidation did reach, until it hears again.
+#[test]
+fn a_member_that_cannot_hear_reads_only_redis() {
+    run(async {
+        let redis = TestRedis::start();
+        let acl = |rules: &[&str]| {
+            let args = [&["ACL", "SETUSER", "deaf"][..], rules].concat();
+            assert_eq!(redis.cmd(&args), "OK");
+        };
+        acl(&["on", ">pw", "~*", "&*", "+@all"]);
+        let url = format!("redis://deaf:pw@127.0.0.1:{}/0", redis.port());
+        let deaf = Daemon::start(&config(
+            &[memory(300), redis_tier(&url, 250, 300)],
+            &sample_origin(),
+        ));
+        let other = group_member(&redis);
+        wait_subscribed(&deaf).await;
+        wait_subscribed(&other).await;
+
+        // Redis drops the subscriber of a user that loses the channel; resubscribing fails.
+        acl(&["resetchannels"]);
+        redis.cmd(&["CLIENT", "KILL", "TYPE", "pubsub", "USER", "deaf"]);
+        let lost = reaches_subscribed(&deaf, false, Duration::from_secs(5)).await;
+        assert!(lost, "still subscribed:\n{}", deaf.logs());
+        let message = "cached while it could not hear";
+        assert_eq!(ask_ok(&deaf, message).await.source(), "origin");
+        let (code, _) = other
+            .post_json(
+                INVALIDATE,
+                &json!({ "message": message }),
+                Some(ADMIN_TOKEN),
+            )
+            .await;
+        assert_eq!(code, 200);
+        assert_eq!(
+            ask_ok(&deaf, message).await.source(),
+            "origin",
+            "served an entry another instance had invalidated"
+        );
+        assert_eq!(ask_ok(&deaf, message).await.source(), "redis");
+        assert_eq!(status(&deaf).await["invalidation"]["subscribed"], false);
+
+        // Hearing again, it empties its memory tier and serves from it once more.
+        acl(&["allchannels"]);
+        wait_subscribed(&deaf).await;
+        ask_ok(&deaf, message).await;
+        assert_eq!(ask_ok(&deaf, message).await.source(), "memory");
+    });
+}
