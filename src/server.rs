@@ -1,10 +1,10 @@
 //! The HTTP/1.1 accept loop, ours rather than warp's so the daemon controls what warp's
 //! does not: a cap on open connections (refused at accept beyond it), a header-read
-//! timeout that really fires (`head_timeout.rs`: one sweeper, no timer per request),
-//! and a graceful drain that closes idle keep-alive connections at once instead of
-//! waiting on them.
+//! timeout that really fires and a send timeout for clients that stop reading
+//! (`timeouts.rs`: one sweeper, no timer per request), and a graceful drain that closes
+//! idle keep-alive connections at once instead of waiting on them.
 
-mod head_timeout;
+mod timeouts;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 pub struct Limits {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
+    pub send_timeout: Duration,
 }
 
 /// Accepts and serves connections until `stop` resolves, then stops accepting (the
@@ -46,7 +47,7 @@ where
     S::Future: Send + Unpin + 'static,
 {
     let graceful = GracefulShutdown::new();
-    let timeout = head_timeout::HeadTimeout::start(limits.header_read_timeout);
+    let timeout = timeouts::HeadTimeout::start(limits.header_read_timeout, limits.send_timeout);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut stop = std::pin::pin!(stop);
     loop {
@@ -70,7 +71,7 @@ where
         };
         let _ = stream.set_nodelay(true);
         let watch = timeout.watch();
-        let service = head_timeout::Watched {
+        let service = timeouts::Watched {
             inner: service.clone(),
             watch: Arc::clone(&watch),
         };

@@ -292,6 +292,7 @@ pub async fn run(options: Options) -> Result<(), AppError> {
     let limits = Limits {
         max_connections: config.server.max_connections,
         header_read_timeout: Duration::from_millis(config.server.header_read_timeout_ms),
+        send_timeout: Duration::from_millis(config.server.send_timeout_ms),
     };
     let state = Arc::new(build_state(config, Arc::clone(&metrics))?);
     if let Some(broadcast) = &state.broadcast {

@@ -37,7 +37,8 @@ pub(super) fn reload(state: &State, path: Option<&std::path::Path>, set_log_leve
         (old.server.listen != new.server.listen, "server.listen"),
         (
             old.server.max_connections != new.server.max_connections
-                || old.server.header_read_timeout_ms != new.server.header_read_timeout_ms,
+                || old.server.header_read_timeout_ms != new.server.header_read_timeout_ms
+                || old.server.send_timeout_ms != new.server.send_timeout_ms,
             "server connection limits",
         ),
         (

@@ -108,6 +108,8 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// A client must finish sending its request headers within this time.
     pub header_read_timeout_ms: u64,
+    /// A response whose client reads none of it for this long is closed.
+    pub send_timeout_ms: u64,
     /// Open connections above this are refused at accept.
     pub max_connections: usize,
 }
@@ -120,6 +122,7 @@ impl Default for ServerConfig {
             max_body_bytes: 64 * 1024,
             max_message_bytes: 8 * 1024,
             header_read_timeout_ms: 5_000,
+            send_timeout_ms: 60_000,
             max_connections: 4_096,
         }
     }
@@ -232,9 +235,9 @@ impl Config {
                 s.max_message_bytes, s.max_body_bytes
             ));
         }
-        if s.header_read_timeout_ms == 0 || s.max_connections == 0 {
+        if s.header_read_timeout_ms == 0 || s.send_timeout_ms == 0 || s.max_connections == 0 {
             problems.push(
-                "server.header_read_timeout_ms and server.max_connections must be > 0".into(),
+                "server.header_read_timeout_ms, server.send_timeout_ms and server.max_connections must be > 0".into(),
             );
         }
         if s.max_connections > MAX_CONNECTIONS {

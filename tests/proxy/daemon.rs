@@ -51,6 +51,11 @@ pub struct Setup {
 /// A PostgreSQL, the gateway, a Redis and a daemon (memory and Redis tiers, the
 /// supabase origin and the proxy on the gateway), with `[proxy] introspect_url` or not.
 pub fn setup(introspect: bool) -> Setup {
+    setup_with_env(introspect, &[])
+}
+
+/// [`setup`] with extra environment variables for the daemon.
+pub fn setup_with_env(introspect: bool, env: &[(&str, &str)]) -> Setup {
     let pg = TestPostgres::start();
     let rest = Postgrest::start(&pg, API_KEY);
     let redis = TestRedis::start();
@@ -65,7 +70,7 @@ pub fn setup(introspect: bool) -> Setup {
         proxy_section(introspect.then_some(url.as_str()), FUNCTIONS),
     ]
     .concat();
-    let daemon = Daemon::start(&config);
+    let daemon = Daemon::start_with_env(&config, env);
     // A subscription that comes up empties the memory tier (it may have missed
     // invalidations): wait for it, so it cannot empty it under a test's feet.
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::common::postgrest::{anon_key, user_token};
-use crate::daemon::{cache_status, setup};
+use crate::daemon::{cache_status, setup, setup_with_env};
 
 /// Tables, auth and unlisted functions pass through unchanged; realtime gets a 501 that
 /// says where to go.
@@ -137,4 +137,36 @@ fn a_miss_sends_the_call_not_the_connection() {
     let host = s.rest.url().trim_start_matches("http://").to_owned();
     assert_eq!(sent.header("host"), Some(host.as_str()));
     assert_eq!(sent.bearer(), Some(token.as_str()));
+}
+
+/// A client that stops reading a large passed-through download is closed after
+/// `send_timeout_ms` (here 500 ms): it holds neither a connection slot nor the upstream's
+/// response for ever. What it then reads is what the buffers held, not the whole body.
+#[test]
+fn a_client_that_stops_reading_is_closed() {
+    use std::io::{Read, Write};
+    let s = setup_with_env(false, &[("CODETTE_CACHE_SERVER__SEND_TIMEOUT_MS", "500")]);
+    let size = 32 * 1024 * 1024;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", s.daemon.port())).unwrap();
+    let request = format!(
+        "GET /storage/v1/object/public/songs/mix.wav?bytes={size} HTTP/1.1\r\n\
+         host: 127.0.0.1\r\napikey: {}\r\nconnection: close\r\n\r\n",
+        anon_key()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut received = Vec::new();
+    let ended = stream.read_to_end(&mut received);
+    assert!(
+        received.len() < size,
+        "the whole body was kept for a client that read nothing for 3 s ({ended:?})"
+    );
+    assert!(
+        s.daemon.logs().contains("within send_timeout_ms"),
+        "{}",
+        s.daemon.logs()
+    );
 }

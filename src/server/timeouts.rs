@@ -1,12 +1,20 @@
-//! The header-read timeout without a timer per request. hyper's own arms a tokio timer
-//! for every request head and drops it once the head is read: about 0.5 µs of the ~9 µs
-//! of CPU a memory hit costs (6 %, measured A/B). Here a connection only stamps a coarse
-//! clock when it starts waiting for a head (when it opens, and when its previous
-//! response's body is done), and one sweeper task closes the connections that have been
-//! waiting longer than the timeout. The rule is hyper's: the time allowed for a request
-//! head, counted from when the connection starts waiting for it (so an idle keep-alive
-//! connection is closed after it too); a request being served or a response still
-//! being sent is never timed out, however long it takes.
+//! The header-read and send timeouts, without a timer per request. hyper's header
+//! timeout arms a tokio timer for every request head and drops it once the head is
+//! read: about 0.5 µs of the ~9 µs of CPU a memory hit costs (6 %, measured A/B). Here
+//! a connection only stamps a coarse clock, and one sweeper task closes the connections
+//! past a timeout:
+//! - header read: stamped when the connection starts waiting for a head (when it opens,
+//!   and when its previous response's body is done). The rule is hyper's: the time
+//!   allowed for a request head, counted from when the connection starts waiting for it
+//!   (so an idle keep-alive connection is closed after it too).
+//! - send: stamped when the response body hands hyper a frame, cleared when hyper asks
+//!   for the next one. hyper asks as long as its write buffer has room, so a stamp that
+//!   stays is a client that stopped reading (nginx's `send_timeout`: between two
+//!   successive writes, not for the whole response). A body that is slow to produce
+//!   its next frame (an event stream between events, a slow upstream) is not timed out.
+//!
+//! A request being served, or a response the client keeps reading, is never timed out,
+//! however long it takes.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -22,10 +30,13 @@ use tokio::task::AbortHandle;
 
 /// `since_ms` of a connection serving a request.
 const BUSY: u64 = u64::MAX;
+/// `handed_ms` of a connection whose body has no frame waiting to be written.
+const TAKEN: u64 = u64::MAX;
 
 /// What the connections and the sweeper share.
 struct Shared {
     timeout_ms: u64,
+    send_timeout_ms: u64,
     /// Milliseconds since `start`, as of the sweeper's last tick.
     now_ms: AtomicU64,
     start: Instant,
@@ -40,16 +51,18 @@ pub struct HeadTimeout {
 
 impl HeadTimeout {
     /// Starts the sweeper, which runs while any connection (or this) is alive.
-    pub fn start(timeout: Duration) -> Self {
-        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    pub fn start(timeout: Duration, send_timeout: Duration) -> Self {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let shared = Arc::new(Shared {
-            timeout_ms,
+            timeout_ms: ms(timeout),
+            send_timeout_ms: ms(send_timeout),
             now_ms: AtomicU64::new(0),
             start: Instant::now(),
             conns: Mutex::new(Vec::new()),
         });
         // An eighth of the timeout, so a connection is closed at most 12 % late.
-        let tick = (timeout / 8).clamp(Duration::from_millis(10), Duration::from_millis(250));
+        let tick = (timeout.min(send_timeout) / 8)
+            .clamp(Duration::from_millis(10), Duration::from_millis(250));
         tokio::spawn(sweep(Arc::downgrade(&shared), tick));
         Self { shared }
     }
@@ -61,6 +74,7 @@ impl HeadTimeout {
         Arc::new(Watch {
             shared: Arc::clone(&self.shared),
             since_ms: AtomicU64::new(now),
+            handed_ms: AtomicU64::new(TAKEN),
         })
     }
 
@@ -96,20 +110,27 @@ async fn sweep(shared: Weak<Shared>, tick: Duration) {
                 return false;
             };
             let since = watch.since_ms.load(Ordering::Relaxed);
-            if since != BUSY && now.saturating_sub(since) > shared.timeout_ms {
-                tracing::debug!("connection closed: no request head within header_read_timeout");
-                abort.abort();
-                return false;
-            }
-            true
+            let handed = watch.handed_ms.load(Ordering::Relaxed);
+            let why = if since != BUSY && now.saturating_sub(since) > shared.timeout_ms {
+                "no request head within header_read_timeout_ms"
+            } else if handed != TAKEN && now.saturating_sub(handed) > shared.send_timeout_ms {
+                "the client read none of the response within send_timeout_ms"
+            } else {
+                return true;
+            };
+            tracing::debug!("connection closed: {why}");
+            abort.abort();
+            false
         });
     }
 }
 
-/// One connection's state: since when it has waited for a request head, or busy.
+/// One connection's state: since when it has waited for a request head, or busy; since
+/// when its response's last frame has waited for hyper to want the next.
 pub struct Watch {
     shared: Arc<Shared>,
     since_ms: AtomicU64,
+    handed_ms: AtomicU64,
 }
 
 impl Watch {
@@ -119,7 +140,18 @@ impl Watch {
 
     fn waiting(&self) {
         let now = self.shared.now_ms.load(Ordering::Relaxed);
+        self.handed_ms.store(TAKEN, Ordering::Relaxed);
         self.since_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// The body gave hyper a frame (`true`), or hyper asked for one and none was ready.
+    fn handed(&self, frame: bool) {
+        let at = if frame {
+            self.shared.now_ms.load(Ordering::Relaxed)
+        } else {
+            TAKEN
+        };
+        self.handed_ms.store(at, Ordering::Relaxed);
     }
 }
 
@@ -193,7 +225,11 @@ impl<B: Body + Unpin> Body for Tracked<B> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Some(watch) = &self.watch {
+            watch.handed(matches!(polled, Poll::Ready(Some(Ok(_)))));
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -213,7 +249,7 @@ mod tests {
     /// long, or that started waiting again lately, is not.
     #[tokio::test]
     async fn only_waiting_connections_time_out() {
-        let timeout = HeadTimeout::start(Duration::from_millis(80));
+        let timeout = HeadTimeout::start(Duration::from_millis(80), Duration::from_secs(60));
         let idle = timeout.watch();
         let busy = timeout.watch();
         let fresh = timeout.watch();
@@ -235,5 +271,51 @@ mod tests {
         drop((idle, busy, fresh));
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert!(timeout.shared.conns.lock().is_empty());
+    }
+
+    /// A response whose last frame hyper has not come back for is closed after the send
+    /// timeout; one whose body has nothing to give yet (an event stream between events)
+    /// or whose frames are taken as they come is not.
+    #[tokio::test]
+    async fn responses_nobody_reads_time_out() {
+        use futures_util::{FutureExt, StreamExt};
+        use http_body_util::{BodyExt, StreamBody};
+
+        type Frames = StreamBody<
+            futures_util::stream::BoxStream<'static, Result<Frame<bytes::Bytes>, Infallible>>,
+        >;
+        let timeout = HeadTimeout::start(Duration::from_secs(60), Duration::from_millis(80));
+        let tracked = |frames: Frames| {
+            let watch = timeout.watch();
+            watch.busy();
+            let task = tokio::spawn(std::future::pending::<()>());
+            timeout.enforce(&watch, task.abort_handle());
+            let body = Tracked {
+                body: frames,
+                watch: Some(watch),
+            };
+            (body, task)
+        };
+        let endless = || -> Frames {
+            let frame = || Ok(Frame::data(bytes::Bytes::from_static(b"data: x\n\n")));
+            StreamBody::new(StreamExt::boxed(futures_util::stream::repeat_with(frame)))
+        };
+        let (mut unread, unread_task) = tracked(endless());
+        let (mut read, read_task) = tracked(endless());
+        let (mut quiet, quiet_task) = tracked(StreamBody::new(StreamExt::boxed(
+            futures_util::stream::pending(),
+        )));
+        assert!(unread.frame().await.is_some());
+        assert!(quiet.frame().now_or_never().is_none());
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            assert!(read.frame().await.is_some());
+        }
+        assert!(
+            unread_task.is_finished(),
+            "a frame untaken for 250 ms, timeout 80 ms"
+        );
+        assert!(!read_task.is_finished(), "frames taken every 25 ms");
+        assert!(!quiet_task.is_finished(), "nothing to send");
     }
 }
