@@ -6,7 +6,9 @@
 //! pub/sub never reconnects; the stream's end is the signal), it empties the memory tier,
 //! since messages sent meanwhile are lost. A server that hangs (stopped, or a link that
 //! drops packets) ends no stream, so the subscriber also PINGs over its connection every
-//! [`HEARTBEAT`] and treats a missing answer as the end. It retries with a backoff;
+//! [`HEARTBEAT`] and treats a missing answer as the end. A subscription counts only once
+//! a probe it published has come back on it (redis-rs reports a refused SUBSCRIBE as a
+//! success). It retries with a backoff;
 //! start-up never waits on it. Until it is live again the chain is told it is deaf, and
 //! reads no memory tier while the Redis tier answers (messages sent meanwhile would be
 //! missed, so the memory tier could hold what another instance purged; Redis cannot).
@@ -97,10 +99,9 @@ impl Broadcast {
             op,
             sender: self.instance_id.clone(),
             sent_at_ms: now_ms(),
+            probe: false,
         };
-        let payload = serde_json::to_string(&message).unwrap_or_default();
-        let mut command = redis::cmd("PUBLISH");
-        command.arg(&self.channel).arg(payload);
+        let command = self.publish_command(&message);
         // The node that worked last first, then each other one.
         let first = self.publishing.load(Ordering::Relaxed);
         let mut error = String::new();
@@ -125,6 +126,44 @@ impl Broadcast {
         tracing::warn!(%error, channel = self.channel, "invalidation not published; other instances keep their entries until their TTL");
     }
 
+    fn publish_command(&self, message: &Message) -> redis::Cmd {
+        let payload = serde_json::to_string(message).unwrap_or_default();
+        let mut command = redis::cmd("PUBLISH");
+        command.arg(&self.channel).arg(payload);
+        command
+    }
+
+    /// Whether a probe published through `node` comes back on `messages` in time.
+    /// redis-rs takes a SUBSCRIBE that Redis refused (a user without the channel:
+    /// `NOPERM`) for a success; only a message that arrives proves the subscription.
+    async fn probe(&self, node: usize, messages: &mut PubSubStream) -> Result<(), String> {
+        let nonce = rand::random::<u64>();
+        let message = Message {
+            v: 1,
+            op: Purge::Keys { keys: Vec::new() },
+            sender: self.instance_id.clone(),
+            sent_at_ms: nonce,
+            probe: true,
+        };
+        let mut conn = self.nodes[node].1.clone();
+        let command = self.publish_command(&message);
+        let publish = command.query_async::<i64>(&mut conn);
+        let heard = async {
+            publish.await.map_err(|e| e.to_string())?;
+            // Other messages before it are covered by the clear that follows.
+            while let Some(m) = messages.next().await {
+                if Message::parse(m.get_payload_bytes()).is_ok_and(|m| m == message) {
+                    return Ok(());
+                }
+            }
+            Err("the connection closed".to_owned())
+        };
+        match tokio::time::timeout(CALL_TIMEOUT, heard).await {
+            Ok(result) => result,
+            Err(_) => Err("subscribed, but a probe published on the channel never arrived (a Redis user without permission for the channel?)".to_owned()),
+        }
+    }
+
     /// Subscribes in the background for as long as the process runs, applying other
     /// instances' messages to `chain`'s local tiers.
     pub fn spawn_subscriber(self: &Arc<Self>, chain: Arc<Chain>) {
@@ -135,6 +174,8 @@ impl Broadcast {
 
     async fn subscribe_forever(&self, chain: &Chain) {
         let mut pause = RETRY_FIRST;
+        // The first failure of a run is a warning: the memory tier is not read meanwhile.
+        let mut told = false;
         for node in (0..self.nodes.len()).cycle() {
             let client = &self.nodes[node].0;
             let attempt = async {
@@ -142,32 +183,63 @@ impl Broadcast {
                 pubsub.subscribe(&self.channel).await?;
                 redis::RedisResult::Ok(pubsub)
             };
-            match tokio::time::timeout(CALL_TIMEOUT, attempt).await {
-                Ok(Ok(pubsub)) => {
-                    // Whatever was sent while we were not listening is lost.
-                    clear_local(chain).await;
-                    self.set_live(chain, true);
-                    tracing::info!(channel = self.channel, "invalidation subscription live");
+            let outcome = match tokio::time::timeout(CALL_TIMEOUT, attempt).await {
+                Ok(Ok(pubsub)) => self.use_subscription(node, pubsub, chain).await,
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("timed out".to_owned()),
+            };
+            match outcome {
+                Ok(()) => {
                     pause = RETRY_FIRST;
-                    let (mut sink, mut messages) = pubsub.split();
-                    let why = self.listen(&mut sink, &mut messages, chain).await;
-                    self.set_live(chain, false);
-                    self.metrics.invalidation_subscription_lost();
-                    clear_local(chain).await;
-                    tracing::warn!(
-                        channel = self.channel,
-                        why,
-                        "invalidation subscription lost; memory tier emptied and not read while Redis answers, resubscribing"
-                    );
+                    told = false;
                 }
-                Ok(Err(e)) => tracing::debug!(error = %e, "invalidation subscribe failed"),
-                Err(_) => tracing::debug!("invalidation subscribe timed out"),
+                Err(e) => self.subscribe_failed(&e, &mut told),
             }
             // The next node at once; the whole list again only after a pause.
             if node + 1 == self.nodes.len() {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(RETRY_MAX);
             }
+        }
+    }
+
+    /// Proves the subscription on `node` works, then applies its messages until it is
+    /// lost; the memory tier is emptied as it starts and as it ends.
+    async fn use_subscription(
+        &self,
+        node: usize,
+        pubsub: redis::aio::PubSub,
+        chain: &Chain,
+    ) -> Result<(), String> {
+        let (mut sink, mut messages) = pubsub.split();
+        self.probe(node, &mut messages).await?;
+        // Whatever was sent while we were not listening is lost.
+        clear_local(chain).await;
+        self.set_live(chain, true);
+        tracing::info!(channel = self.channel, "invalidation subscription live");
+        let why = self.listen(&mut sink, &mut messages, chain).await;
+        self.set_live(chain, false);
+        self.metrics.invalidation_subscription_lost();
+        clear_local(chain).await;
+        tracing::warn!(
+            channel = self.channel,
+            why,
+            "invalidation subscription lost; memory tier emptied and not read while Redis answers, resubscribing"
+        );
+        Ok(())
+    }
+
+    /// Logs a failed subscribe: the first of a run as a warning, since the memory tier
+    /// is not read until one succeeds.
+    fn subscribe_failed(&self, error: &str, told: &mut bool) {
+        if std::mem::replace(told, true) {
+            tracing::debug!(error, "invalidation subscribe failed");
+        } else {
+            tracing::warn!(
+                error,
+                channel = self.channel,
+                "invalidation subscribe failed; the memory tier is not read while Redis answers, retrying (a Redis without pub/sub needs [invalidation] broadcast = false)"
+            );
         }
     }
 
@@ -226,7 +298,7 @@ impl Broadcast {
                 return;
             }
         };
-        if message.sender == self.instance_id {
+        if message.sender == self.instance_id || message.probe {
             return;
         }
         chain.purge(&message.op, Reach::Local).await;

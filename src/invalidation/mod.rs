@@ -91,6 +91,10 @@ pub struct Message {
     pub sender: String,
     /// When it was sent, milliseconds since the Unix epoch (for the lag metric).
     pub sent_at_ms: u64,
+    /// A subscriber's check that its own subscription works (`broadcast.rs`), sent as
+    /// an empty key purge: versions that do not know the member apply nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub probe: bool,
 }
 
 /// Why a message was refused.
@@ -141,9 +145,11 @@ mod tests {
             },
             sender: "a".into(),
             sent_at_ms: 1,
+            probe: false,
         };
         let text = serde_json::to_string(&m).unwrap();
         assert!(text.contains(r#""op":"keys""#), "{text}");
+        assert!(!text.contains("probe"), "{text}");
         assert_eq!(Message::parse(text.as_bytes()).unwrap(), m);
         let clear = br#"{"v":1,"op":"clear","sender":"b","sent_at_ms":2}"#;
         assert_eq!(Message::parse(clear).unwrap().op, Purge::Clear);

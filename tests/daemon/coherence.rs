@@ -219,6 +219,15 @@ fn a_member_that_cannot_hear_reads_only_redis() {
         redis.cmd(&["CLIENT", "KILL", "TYPE", "pubsub", "USER", "deaf"]);
         let lost = reaches_subscribed(&deaf, false, Duration::from_secs(5)).await;
         assert!(lost, "still subscribed:\n{}", deaf.logs());
+        // redis-rs takes the refused SUBSCRIBE for a success: only the probe tells.
+        let warned = poll(Duration::from_secs(5), async || {
+            deaf.logs()
+                .contains("invalidation subscribe failed")
+                .then_some(())
+        })
+        .await;
+        assert!(warned.is_some(), "{}", deaf.logs());
+        assert_eq!(status(&deaf).await["invalidation"]["subscribed"], false);
         let message = "cached while it could not hear";
         assert_eq!(ask_ok(&deaf, message).await.source(), "origin");
         let (code, _) = other
