@@ -137,12 +137,13 @@ impl Broadcast {
     /// redis-rs takes a SUBSCRIBE that Redis refused (a user without the channel:
     /// `NOPERM`) for a success; only a message that arrives proves the subscription.
     async fn probe(&self, node: usize, messages: &mut PubSubStream) -> Result<(), String> {
-        let nonce = rand::random::<u64>();
+        // Sent at now, as any message (older versions record its lag); an earlier probe
+        // of ours that matched it would prove the subscription as well.
         let message = Message {
             v: 1,
             op: Purge::Keys { keys: Vec::new() },
             sender: self.instance_id.clone(),
-            sent_at_ms: nonce,
+            sent_at_ms: now_ms(),
             probe: true,
         };
         let mut conn = self.nodes[node].1.clone();
