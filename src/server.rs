@@ -47,7 +47,7 @@ where
     S::Future: Send + Unpin + 'static,
 {
     let graceful = GracefulShutdown::new();
-    let timeout = timeouts::HeadTimeout::start(limits.header_read_timeout, limits.send_timeout);
+    let timeout = timeouts::Timeouts::start(limits.header_read_timeout, limits.send_timeout);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut stop = std::pin::pin!(stop);
     loop {

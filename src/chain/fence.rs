@@ -146,12 +146,13 @@ impl Fence {
     /// broadcast subscription is (re)made and as soon as it is lost, cleared once it is
     /// live again and the local tiers were emptied of what it may have missed.
     pub fn set_deaf(&self, deaf: bool) {
-        self.deaf.store(deaf, Ordering::SeqCst);
+        // Release: a request that sees it cleared sees the emptying before it too.
+        self.deaf.store(deaf, Ordering::Release);
     }
 
     /// Whether local tiers may hold what another instance purged meanwhile.
     pub fn deaf(&self) -> bool {
-        self.deaf.load(Ordering::Relaxed)
+        self.deaf.load(Ordering::Acquire)
     }
 
     /// No purge that `hits` ran at any time since `ticket`.

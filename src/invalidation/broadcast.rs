@@ -8,13 +8,13 @@
 //! drops packets) ends no stream, so the subscriber also PINGs over its connection every
 //! [`HEARTBEAT`] and treats a missing answer as the end. A subscription counts only once
 //! a probe it published has come back on it (redis-rs reports a refused SUBSCRIBE as a
-//! success). It retries with a backoff;
-//! start-up never waits on it. Until it is live again the chain is told it is deaf, and
-//! reads no memory tier while the Redis tier answers (messages sent meanwhile would be
-//! missed, so the memory tier could hold what another instance purged; Redis cannot).
-//! While Redis is down too, no instance can publish through it, and the memory tier
-//! serves: sending every request to the origin instead would turn a Redis outage into
-//! an origin one.
+//! success). It retries with a backoff; start-up never waits on it.
+//!
+//! Until it is live, the chain is told it is deaf and reads no memory tier while the
+//! Redis tier answers (messages sent meanwhile would be missed, so the memory tier could
+//! hold what another instance purged; Redis cannot). While Redis is down too, no
+//! instance can publish through it, and the memory tier serves: sending every request
+//! to the origin instead would turn a Redis outage into an origin one.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -44,12 +44,12 @@ struct Shared {
     conns: Mutex<Vec<(Weak<Watch>, AbortHandle)>>,
 }
 
-/// The timeout of one listener's connections.
-pub struct HeadTimeout {
+/// The timeouts of one listener's connections.
+pub struct Timeouts {
     shared: Arc<Shared>,
 }
 
-impl HeadTimeout {
+impl Timeouts {
     /// Starts the sweeper, which runs while any connection (or this) is alive.
     pub fn start(timeout: Duration, send_timeout: Duration) -> Self {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
@@ -249,7 +249,7 @@ mod tests {
     /// long, or that started waiting again lately, is not.
     #[tokio::test]
     async fn only_waiting_connections_time_out() {
-        let timeout = HeadTimeout::start(Duration::from_millis(80), Duration::from_secs(60));
+        let timeout = Timeouts::start(Duration::from_millis(80), Duration::from_secs(60));
         let idle = timeout.watch();
         let busy = timeout.watch();
         let fresh = timeout.watch();
@@ -284,7 +284,7 @@ mod tests {
         type Frames = StreamBody<
             futures_util::stream::BoxStream<'static, Result<Frame<bytes::Bytes>, Infallible>>,
         >;
-        let timeout = HeadTimeout::start(Duration::from_secs(60), Duration::from_millis(80));
+        let timeout = Timeouts::start(Duration::from_secs(60), Duration::from_millis(80));
         let tracked = |frames: Frames| {
             let watch = timeout.watch();
             watch.busy();
