@@ -135,10 +135,19 @@ pub(crate) async fn wait_not_ready(d: &Daemon, limit: Duration) -> Option<Value>
 }
 
 /// Waits up to `limit` for the redis tier to report `want`.
+/// "connected" also waits for a live invalidation subscription when the broadcast is on:
+/// until then the memory tier is not read, and it is emptied when the subscription
+/// comes up.
 pub(crate) async fn wait_redis_state(d: &Daemon, want: &str, limit: Duration) -> bool {
-    poll(limit, async || (redis_state(d).await == want).then_some(()))
-        .await
-        .is_some()
+    poll(limit, async || {
+        let (_, v) = d.get_json(STATUS).await;
+        let heard = &v["invalidation"];
+        let hearing =
+            want != "connected" || heard["broadcast"] != true || heard["subscribed"] == true;
+        (v["cache_backends"]["redis_cache"] == want && hearing).then_some(())
+    })
+    .await
+    .is_some()
 }
 
 /// Waits up to 2 s for `key` to hold a value in Redis (our writes land after the reply).

@@ -64,6 +64,13 @@ fn ask(daemon: &Daemon, message: &str) -> serde_json::Value {
 fn unusable_redis_values_are_misses() {
     let redis = TestRedis::start();
     let daemon = Daemon::start(&memory_redis(&redis));
+    // The memory tier is read once the invalidation subscription is live.
+    let live = wait_until(Duration::from_secs(5), || {
+        let status = get(daemon.port(), "/codette/cache/status").text();
+        serde_json::from_str::<serde_json::Value>(&status)
+            .is_ok_and(|s| s["invalidation"]["subscribed"] == true)
+    });
+    assert!(live, "the daemon never subscribed");
     let huge = format!(
         r#"{{"snippets":[],"file":null,"chat_history":[],"pad":"{}"}}"#,
         "x".repeat(5 * 1024 * 1024)

@@ -34,6 +34,14 @@ impl Stack {
             _pg: pg,
         };
         stack.wait_redis("connected", Duration::from_secs(5)).await;
+        // With the broadcast on, the memory tier is not read until the subscription is
+        // live, and it is emptied when the subscription comes up: wait for it.
+        wait_for(Duration::from_secs(5), "a live subscription", async || {
+            let (_, status) = stack.daemon.get_json(STATUS).await;
+            let heard = &status["invalidation"];
+            (heard["broadcast"] == false || heard["subscribed"] == true).then_some(())
+        })
+        .await;
         stack
     }
 
