@@ -10,6 +10,7 @@ mod redis_batch;
 pub mod redis_cluster;
 mod redis_cluster_fence;
 mod redis_cluster_nodes;
+mod redis_cluster_purge;
 mod redis_fence;
 mod redis_link;
 mod tag_index;

@@ -20,7 +20,6 @@ use serde::{Deserialize, Serialize};
 
 use super::redis_cluster_fence::{self as fence, LEASE, SET_SLACK_MS, WRITE_WITHIN, WRITING};
 use super::redis_cluster_nodes::{self as nodes, View};
-use super::redis_fence::{REMOVE, VERSION_TTL_MS};
 use super::redis_link::{self as link, Link};
 use super::{
     BuildContext, CacheTier, Entry, Found, Health, Size, TierError, TierKind, Topology, Watch,
@@ -29,8 +28,6 @@ use crate::key::Key;
 use crate::tags::Tag;
 
 const TIER: &str = "redis_cluster";
-/// Keys moved or removed at once by a purge (one script each, sent together).
-const PURGE_BATCH: usize = 256;
 
 /// `[[tiers]] type = "redis_cluster"`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -83,7 +80,7 @@ impl RedisClusterConfig {
 
 /// The Redis Cluster tier.
 pub struct RedisClusterTier {
-    link: Link<ClusterConnection>,
+    pub(super) link: Link<ClusterConnection>,
     view: Arc<View>,
 }
 
@@ -124,30 +121,6 @@ impl RedisClusterTier {
             view,
         })
     }
-
-    /// Moves the version of each key and removes its value, `PURGE_BATCH` at a time.
-    async fn remove_all(&self, keys: &[String]) -> Result<u64, TierError> {
-        let mut removed = 0;
-        for batch in keys.chunks(PURGE_BATCH) {
-            let done = self
-                .link
-                .call(async |c| {
-                    try_join_all(batch.iter().map(|key| {
-                        let mut c = c.clone();
-                        let mut script = REMOVE.prepare_invoke();
-                        script
-                            .key(fence::version_of_key(key))
-                            .key(key)
-                            .arg(VERSION_TTL_MS);
-                        async move { script.invoke_async::<u64>(&mut c).await }
-                    }))
-                    .await
-                })
-                .await?;
-            removed += done.iter().sum::<u64>();
-        }
-        Ok(removed)
-    }
 }
 
 impl CacheTier for RedisClusterTier {
@@ -159,31 +132,31 @@ impl CacheTier for RedisClusterTier {
         let taken = Instant::now();
         let k = key.as_str();
         let lease_ms = LEASE.as_millis() as u64;
-        // All at once: each purge after its own registration moves the key's version,
-        // and the origin is asked only after all of them.
+        // The version first, then the registrations, all before the origin is asked:
+        // each purge after a registration moves the version (a trim's too, see
+        // `redis_cluster_fence.rs`), so it was read before any purge that could miss us.
         let version: Option<i64> = self
             .link
             .call(async |c| {
+                let mut get = redis::cmd("GET");
+                get.arg(fence::version_of_key(k));
+                let version = get.query_async(c).await?;
                 let mut write = fence::REGISTER_WRITE.prepare_invoke();
                 write.key(WRITING).arg(k).arg(lease_ms);
                 let registered = tags.iter().filter(|t| **t != Tag::Snippets).map(|tag| {
                     let mut c = c.clone();
                     let mut script = fence::REGISTER.prepare_invoke();
                     script.key(fence::set_of_tag(tag)).arg(k).arg(lease_ms);
-                    async move { script.invoke_async::<i64>(&mut c).await }
+                    async move { script.invoke_async::<()>(&mut c).await }
                 });
                 let mut w = c.clone();
-                let mut v = c.clone();
-                let mut get = redis::cmd("GET");
-                get.arg(fence::version_of_key(k));
-                let (version, write, tags) = futures_util::join!(
-                    get.query_async(&mut v),
+                let (write, tags) = futures_util::join!(
                     write.invoke_async::<i64>(&mut w),
                     try_join_all(registered),
                 );
                 write?;
                 tags?;
-                version
+                Ok(version)
             })
             .await?;
         Ok(Some(Watch {
@@ -241,20 +214,31 @@ impl CacheTier for RedisClusterTier {
             .call(async |c| {
                 try_join_all(entry.indexed.iter().map(|tag| {
                     let mut c = c.clone();
+                    let set = fence::set_of_tag(tag);
                     let mut script = fence::REGISTER.prepare_invoke();
-                    script.key(fence::set_of_tag(tag)).arg(k).arg(set_ms);
-                    async move { script.invoke_async::<i64>(&mut c).await }
+                    script.key(&set).arg(k).arg(set_ms);
+                    async move {
+                        let others: Vec<String> = script.invoke_async(&mut c).await?;
+                        Ok(others.into_iter().map(move |m| (set.clone(), m)))
+                    }
                 }))
                 .await
             })
             .await;
-        if let Err(e) = registered {
-            // A value its tags' purges cannot find must not stay for its TTL.
-            tracing::debug!(key = k, error = %e, "cluster tag registration failed; value removed");
-            self.remove_all(&[k.to_owned()]).await?;
-            return Err(e);
+        match registered {
+            Ok(sampled) => {
+                if let Err(e) = self.trim(sampled.into_iter().flatten().collect()).await {
+                    tracing::debug!(error = %e, "cluster tag set trim failed");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // A value its tags' purges cannot find must not stay for its TTL.
+                tracing::debug!(key = k, error = %e, "cluster tag registration failed; value removed");
+                self.remove_all(&[k.to_owned()]).await?;
+                Err(e)
+            }
         }
-        Ok(())
     }
 
     async fn remove(&self, key: &Key) -> Result<(), TierError> {

@@ -14,6 +14,11 @@
 //! store is refused; one that ran before it cannot concern its answer, which the origin
 //! gives after the registration. A writer whose lease ran out stores nothing, since a
 //! clear may no longer see it. Values stay plain JSON under `context:<md5>`.
+//!
+//! A key leaves a tag set only to be purged: its version moves after it left. So a
+//! writer whose registration was taken is refused, provided it read the version before
+//! registering (the watch does, in that order). Writes trim their tag sets this way,
+//! purging sampled members whose value is gone, as the single-server store does.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -40,7 +45,8 @@ pub fn set_of_tag(tag: &Tag) -> String {
     format!("codette-cache:t:{{{:032x}}}", tag.digest())
 }
 
-/// KEYS: a tag set. ARGV: the key, the set's lifetime in ms (kept if longer).
+/// KEYS: a tag set. ARGV: the key, the set's lifetime in ms (kept if longer). Returns
+/// up to two other members: a sample the writer trims (see above).
 pub static REGISTER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -48,7 +54,13 @@ redis.call('SADD', KEYS[1], ARGV[1])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
-return 1
+local others = {}
+for _, member in ipairs(redis.call('SRANDMEMBER', KEYS[1], 3)) do
+  if member ~= ARGV[1] and #others < 2 then
+    others[#others + 1] = member
+  end
+end
+return others
 ",
     )
 });

@@ -1,7 +1,9 @@
 //! The Redis tiers' fences, through the library against a real redis-server and a real
 //! Redis Cluster: a write whose watch was taken before a purge of its key, of one of its
 //! tags, or a clear, is refused, whichever instance purged; unrelated purges refuse
-//! nothing; the value stays the plain JSON the original server reads.
+//! nothing; the value stays the plain JSON the original server reads. Tag sets shed
+//! the keys of expired entries, and on a cluster the shedding refuses the writers it
+//! takes out.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -127,38 +129,105 @@ fn an_expired_version_never_repeats_a_value() {
 fn tag_sets_shed_expired_keys() {
     run(async {
         let redis = TestRedis::start();
-        let toml = redis_tier(&redis.url(), 1_000, 300);
-        let t = tier(&toml);
+        let t = tier(&redis_tier(&redis.url(), 1_000, 300));
         connected(&[&t]).await;
-        let tags = [Tag::Snippets, Tag::File("popular.wav".into())];
-        let body = Bytes::from_static(br#"{"snippets":[],"file":null,"chat_history":[]}"#);
-        let put = async |i: usize, ttl: u64| {
-            let key = Key::derive(&format!("question {i}"), Some("popular.wav"), false);
-            let watch = t.watch(&key, &tags).await.unwrap().expect("a watch");
-            let entry = Entry {
-                tags: &tags,
-                indexed: &tags[1..],
-                watch: Some(&watch),
-                ttl: Some(Duration::from_secs(ttl)),
-                ..Entry::PLAIN
-            };
-            t.put(&key, &body, &entry).await.unwrap();
+        let set = format!("codette-cache:t:{:032x}", popular().digest());
+        shedding(&t, &set, |args| redis.cmd(args)).await;
+    });
+}
+
+#[test]
+fn tag_sets_shed_expired_keys_on_a_cluster() {
+    let cluster = TestCluster::shared();
+    run(async {
+        let t = tier(&redis_cluster_tier(&cluster.urls(), 1_000, 300));
+        connected(&[&t]).await;
+        let set = format!("codette-cache:t:{{{:032x}}}", popular().digest());
+        shedding(&t, &set, |args| cluster.cluster_cmd(args)).await;
+    });
+}
+
+fn popular() -> Tag {
+    Tag::File("popular.wav".into())
+}
+
+/// 20 entries under [`popular`] that expire, then 50 that stay; `set` is its tag set,
+/// `raw` runs a command as another Redis client would.
+async fn shedding(t: &Tier, set: &str, raw: impl Fn(&[&str]) -> String) {
+    let tags = [Tag::Snippets, popular()];
+    let body = Bytes::from_static(br#"{"snippets":[],"file":null,"chat_history":[]}"#);
+    let put = async |i: usize, ttl: u64| {
+        let key = Key::derive(&format!("question {i}"), Some("popular.wav"), false);
+        let watch = t.watch(&key, &tags).await.unwrap().expect("a watch");
+        let entry = Entry {
+            tags: &tags,
+            indexed: &tags[1..],
+            watch: Some(&watch),
+            ttl: Some(Duration::from_secs(ttl)),
+            ..Entry::PLAIN
         };
-        let set = format!("codette-cache:t:{:032x}", tags[1].digest());
-        let members = || redis.cmd(&["SCARD", &set]).parse::<u64>().unwrap();
-        for i in 0..20 {
-            put(i, 1).await;
-        }
-        assert_eq!(members(), 20);
-        tokio::time::sleep(Duration::from_millis(2_100)).await;
-        for i in 20..70 {
-            put(i, 300).await;
-        }
-        // 50 live keys, and of the 20 expired ones those no write sampled: each write
-        // looks at two members, so one survives with a chance near 1 in 10, and more
-        // than ten of them with one under a millionth. Without the trim: 70.
-        let left = members();
-        assert!((50..=60).contains(&left), "{left} members");
+        t.put(&key, &body, &entry).await.unwrap();
+    };
+    let members = || raw(&["SCARD", set]).trim().parse::<u64>().unwrap();
+    for i in 0..20 {
+        put(i, 1).await;
+    }
+    assert_eq!(members(), 20);
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    for i in 20..70 {
+        put(i, 300).await;
+    }
+    // 50 live keys, and of the 20 expired ones those no write sampled: each write
+    // looks at two members, so one survives with a chance near 1 in 10, and more
+    // than ten of them with one under a millionth. Without the trim: 70.
+    let left = members();
+    assert!((50..=60).contains(&left), "{left} members");
+}
+
+/// On a cluster a trim cannot check a writer's registration and remove it in one
+/// step, so it purges the key it takes out: a writer registered under the tag before
+/// the trim, whose tag is then purged, is refused although the purge no longer
+/// finds its key in the set.
+#[test]
+fn a_trim_on_a_cluster_refuses_the_writers_it_unregisters() {
+    let cluster = TestCluster::shared();
+    run(async {
+        let toml = redis_cluster_tier(&cluster.urls(), 1_000, 300);
+        let (writer, trimmer) = (tier(&toml), tier(&toml));
+        connected(&[&writer, &trimmer]).await;
+        let tags = [Tag::Snippets, Tag::File("trimmed.wav".into())];
+        let body = Bytes::from_static(br#"{"snippets":[],"file":null,"chat_history":[]}"#);
+        let entry = |watch| Entry {
+            tags: &tags,
+            indexed: &tags[1..],
+            watch: Some(watch),
+            ..Entry::PLAIN
+        };
+        let slow = Key::derive("a slow origin call", Some("trimmed.wav"), false);
+        let watch = writer.watch(&slow, &tags).await.unwrap().expect("a watch");
+
+        // Another write under the tag samples the slow writer's key: no value yet.
+        let other = Key::derive("another question", Some("trimmed.wav"), false);
+        let other_watch = trimmer
+            .watch(&other, &tags)
+            .await
+            .unwrap()
+            .expect("a watch");
+        trimmer
+            .put(&other, &body, &entry(&other_watch))
+            .await
+            .unwrap();
+        let set = format!("codette-cache:t:{{{:032x}}}", tags[1].digest());
+        let member = cluster.cluster_cmd(&["SISMEMBER", &set, slow.as_str()]);
+        assert_eq!(member.trim(), "0", "the trim did not take the key out");
+
+        // The file changes; its purge finds only the other key.
+        trimmer.remove_tags(&tags[1..]).await.unwrap();
+        writer.put(&slow, &body, &entry(&watch)).await.unwrap();
+        assert!(
+            writer.get(&slow).await.unwrap().is_none(),
+            "stored an answer from before the purge"
+        );
     });
 }
 
