@@ -248,15 +248,7 @@ impl CacheTier for RedisClusterTier {
     async fn remove_tags(&self, tags: &[Tag]) -> Result<u64, TierError> {
         let mut removed = 0;
         for tag in tags.iter().filter(|t| **t != Tag::Snippets) {
-            let members: Vec<String> = self
-                .link
-                .call(async |c| {
-                    let mut script = fence::TAKE.prepare_invoke();
-                    script.key(fence::set_of_tag(tag));
-                    script.invoke_async(c).await
-                })
-                .await?;
-            removed += self.remove_all(&members).await?;
+            removed += self.purge_tag(tag).await?;
         }
         Ok(removed)
     }

@@ -6,7 +6,8 @@
 //! - a key's version, `codette-cache:v:k:{context:<md5>}`, shares the value's slot (the
 //!   hash tag is the value's key), so the write checks it in the script that stores;
 //! - an indexed tag's set, `codette-cache:t:{<md5 of the tag>}`, holds the keys stored
-//!   or being written under it; a tag purge takes the set and moves each key's version;
+//!   or being written under it; a tag purge moves each member's version (and removes
+//!   its value), then takes them out of the set and moves their versions again;
 //! - `codette-cache:writing` holds every key being written (scored by its lease's end);
 //!   a clear moves their versions, then SCANs every master for `context:*`.
 //!
@@ -90,17 +91,6 @@ if (tonumber(redis.call('GET', KEYS[2])) or 0) ~= tonumber(ARGV[3]) then
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
-",
-    )
-});
-
-/// KEYS: a tag set. Takes it: returns its members and removes it.
-pub static TAKE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local members = redis.call('SMEMBERS', KEYS[1])
-redis.call('UNLINK', KEYS[1])
-return members
 ",
     )
 });

@@ -3,7 +3,7 @@
 //! tags, or a clear, is refused, whichever instance purged; unrelated purges refuse
 //! nothing; the value stays the plain JSON the original server reads. Tag sets shed
 //! the keys of expired entries, and on a cluster the shedding refuses the writers it
-//! takes out.
+//! takes out; a tag purge that failed halfway finds its keys again when retried.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -228,6 +228,57 @@ fn a_trim_on_a_cluster_refuses_the_writers_it_unregisters() {
             writer.get(&slow).await.unwrap().is_none(),
             "stored an answer from before the purge"
         );
+    });
+}
+
+/// A purge by tag that fails halfway on a cluster (here the daemon's ACL user may take
+/// keys out of tag sets but no longer move versions) leaves the set whole, so the
+/// purge's retry still finds the entry.
+#[test]
+fn a_failed_tag_purge_on_a_cluster_is_found_again_by_its_retry() {
+    let cluster = TestCluster::shared();
+    run(async {
+        let acl = |rules: &[&str]| {
+            for port in cluster.ports() {
+                let args = [&["ACL", "SETUSER", "purger"], rules].concat();
+                cluster.cmd(*port, &args);
+            }
+        };
+        acl(&["reset", "on", ">purger-pw", "~*", "&*", "+@all"]);
+        let urls: Vec<String> = (cluster.ports().iter())
+            .map(|port| format!("redis://purger:purger-pw@127.0.0.1:{port}"))
+            .collect();
+        let t = tier(&redis_cluster_tier(&urls, 1_000, 300));
+        connected(&[&t]).await;
+        let tags = [Tag::Snippets, Tag::File("retried.wav".into())];
+        let key = Key::derive("purged twice", Some("retried.wav"), false);
+        let body = Bytes::from_static(br#"{"snippets":[],"file":null,"chat_history":[]}"#);
+        let watch = t.watch(&key, &tags).await.unwrap().expect("a watch");
+        let entry = Entry {
+            tags: &tags,
+            indexed: &tags[1..],
+            watch: Some(&watch),
+            ..Entry::PLAIN
+        };
+        t.put(&key, &body, &entry).await.unwrap();
+        assert!(t.get(&key).await.unwrap().is_some());
+
+        acl(&[
+            "resetkeys",
+            "~context:*",
+            "~codette-cache:t:*",
+            "%R~codette-cache:v:*",
+        ]);
+        let failed = t.remove_tags(&tags[1..]).await;
+        acl(&["resetkeys", "~*"]);
+        assert!(failed.is_err(), "the purge moved versions it may not");
+        connected(&[&t]).await;
+        t.remove_tags(&tags[1..]).await.unwrap();
+        let left = t.get(&key).await.unwrap();
+        for port in cluster.ports() {
+            cluster.cmd(*port, &["ACL", "DELUSER", "purger"]);
+        }
+        assert!(left.is_none(), "the retried purge did not find the entry");
     });
 }
 
