@@ -97,9 +97,7 @@ impl RedisClusterTier {
             .zip(exists)
             .filter_map(|(pair, exists)| (!exists).then_some(pair))
             .collect();
-        self.take_out(&dead).await.inspect_err(|e| {
-            tracing::warn!(error = %e, "keys trimmed from tag sets could not be purged");
-        })
+        self.take_out(&dead).await
     }
 
     /// Takes `(tag set, member)` pairs out of their sets, then purges those keys:
@@ -129,7 +127,9 @@ impl RedisClusterTier {
         let mut keys: Vec<String> = pairs.iter().map(|(_, m)| m.clone()).collect();
         keys.sort_unstable();
         keys.dedup();
-        self.remove_all(&keys).await?;
+        self.remove_all(&keys).await.inspect_err(|e| {
+            tracing::warn!(error = %e, "keys taken out of tag sets could not be purged");
+        })?;
         taken.map(drop)
     }
 }
